@@ -1,0 +1,808 @@
+//! The public side (the Go `ReversePool`): sessions, pending dials, matching, spares.
+//!
+//! # Streams of one id
+//!
+//! ```text
+//!  revdial request ──auth──► refused (401/403)
+//!        │
+//!        ├─ role=control, or unmarked and no session can own it ──► new session
+//!        │        (a live session for the id: join / replace / 409 by auth::takeover)
+//!        │
+//!        └─ role=data, or unmarked while the id has a session ──► data stream
+//!                 ├─ conn={token} of a pending dial of its session ─► that dial  (4.2)
+//!                 ├─ the session has outstanding conn-ready ────────► oldest dial (FIFO)
+//!                 └─ otherwise ─────────────────────────────────────► parked spare (4.3)
+//! ```
+//!
+//! An unmarked stream on the HTTP/2 connection of the id's session is a data stream. An
+//! unmarked stream on another connection is a data stream while the id has outstanding
+//! `conn-ready` (a Go Listener may open a second connection), and otherwise a new control
+//! stream: the Listener reconnected (4.2).
+//!
+//! # Dials
+//!
+//! A dial picks a session of its id round-robin, preferring one with a parked spare:
+//! a spare answers at once and a `conn-ready` replenishes it. Otherwise a `conn-ready`
+//! carrying a fresh token is sent and the dial waits, until its deadline, for its stream.
+//! When a session ends, its waiting dials move to another session of the same id (4.4)
+//! or fail. Every dial ends in exactly one [`Action::DialReady`] or [`Action::DialFailed`]
+//! (or in silence after [`Event::CancelDial`]).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::auth::{self, AuthPolicy, Credentials, Principal, Takeover};
+use crate::error::{LimitError, Misuse};
+use crate::registry::{Registry, SessionKey};
+use crate::wire::{Command, ControlMessage, Decoder, DialerId, RevdialRequest, Role};
+
+/// An HTTP/2 connection, numbered by the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A revdial request stream, numbered by the adapter (unique for the Dialer's life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
+
+/// A dial, numbered by the adapter (unique for the Dialer's life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DialId(pub u64);
+
+/// Settings of the public side. The defaults are safe on the public internet.
+#[derive(Debug, Clone)]
+pub struct DialerConfig {
+    /// How long a dial waits for its data stream: `504` after that. Default 10 s.
+    pub dial_timeout: Duration,
+    /// Interval of `keep-alive` messages on each control stream. Default 30 s.
+    pub keepalive_interval: Duration,
+    /// Sessions on the server in total. Default 10,000.
+    pub max_sessions: usize,
+    /// Sessions (Listeners) holding one id. Default 16.
+    pub max_sessions_per_id: usize,
+    /// Dials waiting for a stream, per id. Default 1,024.
+    pub max_pending_dials_per_id: usize,
+    /// Parked spare streams per session. Default 64.
+    pub max_spares_per_session: usize,
+    /// Who may register which id.
+    pub auth: AuthPolicy,
+}
+
+impl Default for DialerConfig {
+    fn default() -> Self {
+        DialerConfig {
+            dial_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            max_sessions: 10_000,
+            max_sessions_per_id: 16,
+            max_pending_dials_per_id: 1024,
+            max_spares_per_session: 64,
+            auth: AuthPolicy::new(),
+        }
+    }
+}
+
+/// An input to the [`Dialer`].
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A revdial request arrived (routed by [`crate::wire::RouteConfig::route`]).
+    Revdial {
+        /// Its HTTP/2 connection.
+        conn: ConnId,
+        /// Its stream.
+        stream: StreamId,
+        /// The parsed request.
+        request: RevdialRequest,
+        /// What the adapter knows of the peer.
+        credentials: Credentials<'a>,
+    },
+    /// Bytes arrived on a control stream (Listener to Dialer).
+    ControlData {
+        /// The control stream.
+        stream: StreamId,
+        /// The bytes, split anywhere.
+        data: &'a [u8],
+    },
+    /// A revdial stream that was not handed to a dial ended (EOF, reset, or error).
+    /// Streams already handed out with [`Action::DialReady`] are not tracked.
+    StreamClosed {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// An HTTP/2 connection ended: every session and spare on it ends.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A caller wants a reverse connection to `id`.
+    Dial {
+        /// The dial's number.
+        dial: DialId,
+        /// The target id.
+        id: DialerId,
+    },
+    /// The caller of a dial gave up; no action will name this dial again.
+    CancelDial {
+        /// The dial.
+        dial: DialId,
+    },
+}
+
+/// What a stream accepted with [`Action::Accept`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// The control stream of a new session: relay its bytes as [`Event::ControlData`]
+    /// and write [`Action::SendControl`] bytes to it.
+    Control(SessionKey),
+    /// A data stream: hold it until [`Action::DialReady`] or [`Action::Reset`].
+    Data(SessionKey),
+}
+
+/// An output of the [`Dialer`], for the adapter to carry out in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Answer the revdial request `200` now (headers flushed, no body yet).
+    Accept {
+        /// The stream.
+        stream: StreamId,
+        /// What it is.
+        kind: StreamKind,
+    },
+    /// Answer the revdial request with `status` and a short text body.
+    Reject {
+        /// The stream.
+        stream: StreamId,
+        /// The HTTP status.
+        status: u16,
+        /// The text body.
+        reason: String,
+    },
+    /// Write these bytes on a control stream.
+    SendControl {
+        /// The control stream.
+        stream: StreamId,
+        /// Encoded control messages.
+        data: Vec<u8>,
+    },
+    /// Reset a stream (`RST_STREAM`), for the reason given.
+    Reset {
+        /// The stream.
+        stream: StreamId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// The dial is answered: the data stream is the reverse connection.
+    DialReady {
+        /// The dial.
+        dial: DialId,
+        /// Its stream, already answered `200` by an earlier [`Action::Accept`].
+        stream: StreamId,
+    },
+    /// The dial failed.
+    DialFailed {
+        /// The dial.
+        dial: DialId,
+        /// Why.
+        error: DialError,
+    },
+    /// A session started (for logs and metrics).
+    SessionUp {
+        /// The session.
+        session: SessionKey,
+        /// Its id.
+        id: DialerId,
+        /// Its connection.
+        conn: ConnId,
+    },
+    /// A session ended (for logs and metrics).
+    SessionDown {
+        /// The session.
+        session: SessionKey,
+        /// Its id.
+        id: DialerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a dial failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialError {
+    /// No Listener holds the id.
+    NoSession,
+    /// No data stream arrived before the deadline.
+    Timeout,
+    /// The Listener could not open the data stream (`pickup-failed`).
+    PickupFailed(String),
+    /// The session ended and no other session of the id could take the dial.
+    SessionClosed(String),
+    /// A limit was reached.
+    Limit(LimitError),
+}
+
+impl DialError {
+    /// The HTTP status a proxy answers with (PROTOCOL.md 2.2).
+    pub fn status(&self) -> u16 {
+        match self {
+            DialError::Timeout => 504,
+            DialError::Limit(_) => 503,
+            _ => 502,
+        }
+    }
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialError::NoSession => f.write_str("no Listener is connected for this id"),
+            DialError::Timeout => f.write_str("timed out waiting for a reverse connection"),
+            DialError::PickupFailed(e) => {
+                write!(f, "the Listener failed to open the connection: {e}")
+            }
+            DialError::SessionClosed(e) => write!(f, "the Listener's session ended: {e}"),
+            DialError::Limit(l) => l.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DialError {}
+
+/// Counters, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Live sessions.
+    pub sessions: usize,
+    /// Distinct ids with a session.
+    pub ids: usize,
+    /// Dials waiting for a stream.
+    pub pending_dials: usize,
+    /// Parked spare streams.
+    pub spares: usize,
+}
+
+#[derive(Debug)]
+struct Session {
+    conn: ConnId,
+    control: StreamId,
+    decoder: Decoder,
+    /// Dials with a `conn-ready` sent and no stream yet, oldest first.
+    outstanding: VecDeque<DialId>,
+    spares: VecDeque<StreamId>,
+    next_keepalive: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tracked {
+    Control(SessionKey),
+    Spare(SessionKey),
+}
+
+#[derive(Debug)]
+struct PendingDial {
+    session: SessionKey,
+    token: String,
+    deadline: Instant,
+}
+
+/// The public side's state machine.
+///
+/// Drive it with [`Dialer::handle_event`] and [`Dialer::handle_timeout`]; after each call
+/// drain [`Dialer::poll_action`] until `None`, then sleep until [`Dialer::poll_timeout`].
+pub struct Dialer {
+    config: DialerConfig,
+    sessions: Registry<Session>,
+    streams: HashMap<StreamId, Tracked>,
+    dials: HashMap<DialId, PendingDial>,
+    tokens: HashMap<String, DialId>,
+    deadlines: BTreeSet<(Instant, DialId)>,
+    keepalives: BTreeSet<(Instant, SessionKey)>,
+    actions: VecDeque<Action>,
+    rng: fastrand::Rng,
+    rr: usize,
+}
+
+impl fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dialer")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Dialer {
+    /// A Dialer with `config`; `seed` feeds the generator of `conn-ready` tokens.
+    pub fn new(config: DialerConfig, seed: u64) -> Self {
+        Dialer {
+            config,
+            sessions: Registry::new(),
+            streams: HashMap::new(),
+            dials: HashMap::new(),
+            tokens: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            keepalives: BTreeSet::new(),
+            actions: VecDeque::new(),
+            rng: fastrand::Rng::with_seed(seed),
+            rr: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DialerConfig {
+        &self.config
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let mut spares = 0;
+        for (_, _, s) in self.sessions.iter() {
+            spares += s.spares.len();
+        }
+        Stats {
+            sessions: self.sessions.len(),
+            ids: self.sessions.id_count(),
+            pending_dials: self.dials.len(),
+            spares,
+        }
+    }
+
+    /// Whether `id` has at least one live session.
+    pub fn has_session(&self, id: &DialerId) -> bool {
+        !self.sessions.sessions(id).is_empty()
+    }
+
+    /// Feeds one input. `Err` means the adapter broke the API contract (a bug); the
+    /// machine is unchanged then. Errors of the peer are handled inside (the session or
+    /// stream concerned is refused or closed) and reported through actions.
+    pub fn handle_event(&mut self, now: Instant, event: Event<'_>) -> Result<(), Misuse> {
+        match event {
+            Event::Revdial {
+                conn,
+                stream,
+                request,
+                credentials,
+            } => {
+                if self.streams.contains_key(&stream) {
+                    return Err(Misuse("revdial stream id reused"));
+                }
+                self.on_revdial(now, conn, stream, request, &credentials);
+            }
+            Event::ControlData { stream, data } => match self.streams.get(&stream) {
+                Some(Tracked::Control(key)) => {
+                    let key = *key;
+                    self.on_control_data(now, key, data);
+                }
+                Some(Tracked::Spare(_)) => return Err(Misuse("control data on a data stream")),
+                // The session may have ended while bytes were in flight.
+                None => {}
+            },
+            Event::StreamClosed { stream } => match self.streams.remove(&stream) {
+                Some(Tracked::Control(key)) => {
+                    self.close_session(now, key, "control stream closed".into(), false)
+                }
+                Some(Tracked::Spare(key)) => {
+                    if let Some(s) = self.sessions.get_mut(key) {
+                        s.spares.retain(|x| *x != stream);
+                    }
+                }
+                None => {}
+            },
+            Event::ConnectionClosed { conn } => {
+                let keys: Vec<SessionKey> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, _, s)| s.conn == conn)
+                    .map(|(k, _, _)| k)
+                    .collect();
+                for key in keys {
+                    self.close_session(now, key, "connection closed".into(), false);
+                }
+            }
+            Event::Dial { dial, id } => {
+                if self.dials.contains_key(&dial) {
+                    return Err(Misuse("dial id reused"));
+                }
+                self.on_dial(now, dial, id);
+            }
+            Event::CancelDial { dial } => {
+                if let Some(p) = self.dials.remove(&dial) {
+                    self.forget_dial(dial, &p);
+                    if let Some(s) = self.sessions.get_mut(p.session) {
+                        s.outstanding.retain(|d| *d != dial);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the timers due at `now`: dial deadlines and keep-alives.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, dial)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(p) = self.dials.remove(&dial) {
+                self.forget_dial(dial, &p);
+                if let Some(s) = self.sessions.get_mut(p.session) {
+                    s.outstanding.retain(|d| *d != dial);
+                }
+                self.actions.push_back(Action::DialFailed {
+                    dial,
+                    error: DialError::Timeout,
+                });
+            }
+        }
+        while let Some(&(at, key)) = self.keepalives.first() {
+            if at > now {
+                break;
+            }
+            self.keepalives.pop_first();
+            let interval = self.config.keepalive_interval;
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.next_keepalive = now + interval;
+                let stream = s.control;
+                self.keepalives.insert((now + interval, key));
+                self.actions.push_back(Action::SendControl {
+                    stream,
+                    data: ControlMessage::keep_alive().to_bytes(),
+                });
+            }
+        }
+    }
+
+    /// The next action to carry out, in order.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Dialer::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.deadlines.first().map(|(t, _)| *t);
+        let b = self.keepalives.first().map(|(t, _)| *t);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn reject(&mut self, stream: StreamId, status: u16, reason: impl Into<String>) {
+        self.actions.push_back(Action::Reject {
+            stream,
+            status,
+            reason: reason.into(),
+        });
+    }
+
+    fn on_revdial(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        stream: StreamId,
+        req: RevdialRequest,
+        creds: &Credentials<'_>,
+    ) {
+        let principal = match self.config.auth.authenticate(&req.id, creds) {
+            Ok(p) => p,
+            Err(e) => return self.reject(stream, e.status(), e.to_string()),
+        };
+        let own = self
+            .sessions
+            .sessions(&req.id)
+            .iter()
+            .copied()
+            .find(|k| self.sessions.get(*k).is_some_and(|s| s.conn == conn));
+        match req.role {
+            Some(Role::Control) => self.on_control(now, conn, stream, req.id, principal, true),
+            Some(Role::Data) => match own {
+                Some(key) => self.on_data(stream, key, req.conn),
+                None => self.reject(stream, 409, "no session for this id on this connection"),
+            },
+            None => {
+                if let Some(key) = own {
+                    return self.on_data(stream, key, req.conn);
+                }
+                // A Go Listener may open a data stream on a second connection while a
+                // conn-ready is outstanding: give it to the oldest such dial's session.
+                let waiting = self
+                    .sessions
+                    .sessions(&req.id)
+                    .iter()
+                    .copied()
+                    .filter_map(|k| {
+                        let s = self.sessions.get(k)?;
+                        let d = *s.outstanding.front()?;
+                        Some((self.dials.get(&d)?.deadline, k))
+                    })
+                    .min();
+                match waiting {
+                    Some((_, key)) if req.conn.is_none() => self.on_data(stream, key, None),
+                    _ => self.on_control(now, conn, stream, req.id, principal, false),
+                }
+            }
+        }
+    }
+
+    fn on_control(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        stream: StreamId,
+        id: DialerId,
+        principal: Principal,
+        explicit: bool,
+    ) {
+        let live: Vec<SessionKey> = self.sessions.sessions(&id).to_vec();
+        let mut replace = false;
+        if !live.is_empty() {
+            match auth::takeover(principal, explicit) {
+                Takeover::Refuse => {
+                    return self.reject(stream, 409, format!("id {id} is held by a live session"));
+                }
+                Takeover::Join => {
+                    if live.len() >= self.config.max_sessions_per_id {
+                        let l = LimitError::SessionsPerId;
+                        return self.reject(stream, l.status(), l.to_string());
+                    }
+                }
+                Takeover::Replace => replace = true,
+            }
+        }
+        let replaced = if replace { live.len() } else { 0 };
+        if self.sessions.len() - replaced >= self.config.max_sessions {
+            let l = LimitError::Sessions;
+            return self.reject(stream, l.status(), l.to_string());
+        }
+        let key = self.sessions.insert(
+            id.clone(),
+            Session {
+                conn,
+                control: stream,
+                decoder: Decoder::new(),
+                outstanding: VecDeque::new(),
+                spares: VecDeque::new(),
+                next_keepalive: now + self.config.keepalive_interval,
+            },
+        );
+        self.streams.insert(stream, Tracked::Control(key));
+        self.keepalives
+            .insert((now + self.config.keepalive_interval, key));
+        self.actions.push_back(Action::Accept {
+            stream,
+            kind: StreamKind::Control(key),
+        });
+        self.actions.push_back(Action::SessionUp {
+            session: key,
+            id,
+            conn,
+        });
+        if replace {
+            for old in live {
+                self.close_session(now, old, "replaced by a new session".into(), true);
+            }
+        }
+    }
+
+    fn on_data(&mut self, stream: StreamId, key: SessionKey, token: Option<String>) {
+        let dial = match token {
+            Some(t) => match self.tokens.get(&t).copied() {
+                Some(d) if self.dials.get(&d).is_some_and(|p| p.session == key) => Some(d),
+                Some(_) => {
+                    return self.reject(stream, 403, "conn token belongs to another session");
+                }
+                // Its dial timed out or was cancelled: keep the stream as a spare.
+                None => None,
+            },
+            None => self
+                .sessions
+                .get(key)
+                .and_then(|s| s.outstanding.front().copied()),
+        };
+        if let Some(dial) = dial {
+            let p = self.dials.remove(&dial).expect("tracked dial");
+            self.forget_dial(dial, &p);
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.outstanding.retain(|d| *d != dial);
+            }
+            self.actions.push_back(Action::Accept {
+                stream,
+                kind: StreamKind::Data(key),
+            });
+            self.actions.push_back(Action::DialReady { dial, stream });
+            return;
+        }
+        let max = self.config.max_spares_per_session;
+        let Some(s) = self.sessions.get_mut(key) else {
+            return self.reject(stream, 409, "session ended");
+        };
+        if s.spares.len() >= max {
+            let l = LimitError::Spares;
+            return self.reject(stream, l.status(), l.to_string());
+        }
+        s.spares.push_back(stream);
+        self.streams.insert(stream, Tracked::Spare(key));
+        self.actions.push_back(Action::Accept {
+            stream,
+            kind: StreamKind::Data(key),
+        });
+    }
+
+    fn on_control_data(&mut self, now: Instant, key: SessionKey, data: &[u8]) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        s.decoder.push(data);
+        loop {
+            let Some(s) = self.sessions.get_mut(key) else {
+                return;
+            };
+            match s.decoder.next_message() {
+                None => return,
+                Some(Err(e)) => {
+                    return self.close_session(now, key, format!("protocol error: {e}"), true);
+                }
+                Some(Ok(msg)) => {
+                    if msg.command != Command::PickupFailed {
+                        // keep-alive or conn-ready from a Listener, or unknown: ignored.
+                        continue;
+                    }
+                    let dial = if msg.conn_path.is_empty() {
+                        s.outstanding.pop_front()
+                    } else {
+                        self.tokens
+                            .get(&msg.conn_path)
+                            .copied()
+                            .filter(|d| self.dials.get(d).is_some_and(|p| p.session == key))
+                    };
+                    let Some(dial) = dial else { continue };
+                    if let Some(p) = self.dials.remove(&dial) {
+                        self.forget_dial(dial, &p);
+                        if let Some(s) = self.sessions.get_mut(key) {
+                            s.outstanding.retain(|d| *d != dial);
+                        }
+                        self.actions.push_back(Action::DialFailed {
+                            dial,
+                            error: DialError::PickupFailed(msg.err),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_dial(&mut self, now: Instant, dial: DialId, id: DialerId) {
+        let keys = self.sessions.sessions(&id);
+        if keys.is_empty() {
+            return self.actions.push_back(Action::DialFailed {
+                dial,
+                error: DialError::NoSession,
+            });
+        }
+        let n = keys.len();
+        let start = self.rr % n;
+        self.rr = self.rr.wrapping_add(1);
+        let order: Vec<SessionKey> = (0..n).map(|i| keys[(start + i) % n]).collect();
+        // A parked spare answers at once.
+        for key in &order {
+            let s = self.sessions.get_mut(*key).expect("registered");
+            if let Some(stream) = s.spares.pop_front() {
+                let control = s.control;
+                self.streams.remove(&stream);
+                self.actions.push_back(Action::DialReady { dial, stream });
+                self.actions.push_back(Action::SendControl {
+                    stream: control,
+                    data: ControlMessage::conn_ready(None).to_bytes(),
+                });
+                return;
+            }
+        }
+        let pending: usize = order
+            .iter()
+            .map(|k| self.sessions.get(*k).map_or(0, |s| s.outstanding.len()))
+            .sum();
+        if pending >= self.config.max_pending_dials_per_id {
+            return self.actions.push_back(Action::DialFailed {
+                dial,
+                error: DialError::Limit(LimitError::PendingDials),
+            });
+        }
+        let key = *order
+            .iter()
+            .min_by_key(|k| {
+                self.sessions
+                    .get(**k)
+                    .map_or(usize::MAX, |s| s.outstanding.len())
+            })
+            .expect("non-empty");
+        let token = self.new_token();
+        let deadline = now + self.config.dial_timeout;
+        self.deadlines.insert((deadline, dial));
+        self.tokens.insert(token.clone(), dial);
+        self.dials.insert(
+            dial,
+            PendingDial {
+                session: key,
+                token,
+                deadline,
+            },
+        );
+        self.send_conn_ready(key, dial);
+    }
+
+    fn send_conn_ready(&mut self, key: SessionKey, dial: DialId) {
+        let token = self.dials[&dial].token.clone();
+        let s = self.sessions.get_mut(key).expect("registered");
+        s.outstanding.push_back(dial);
+        self.actions.push_back(Action::SendControl {
+            stream: s.control,
+            data: ControlMessage::conn_ready(Some(&token)).to_bytes(),
+        });
+    }
+
+    fn new_token(&mut self) -> String {
+        loop {
+            let t = format!("{:016x}", self.rng.u64(..));
+            if !self.tokens.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn forget_dial(&mut self, dial: DialId, p: &PendingDial) {
+        self.tokens.remove(&p.token);
+        self.deadlines.remove(&(p.deadline, dial));
+    }
+
+    fn close_session(
+        &mut self,
+        _now: Instant,
+        key: SessionKey,
+        reason: String,
+        reset_control: bool,
+    ) {
+        let Some((id, s)) = self.sessions.remove(key) else {
+            return;
+        };
+        self.streams.remove(&s.control);
+        self.keepalives.remove(&(s.next_keepalive, key));
+        if reset_control {
+            self.actions.push_back(Action::Reset {
+                stream: s.control,
+                reason: reason.clone(),
+            });
+        }
+        for spare in s.spares {
+            self.streams.remove(&spare);
+            self.actions.push_back(Action::Reset {
+                stream: spare,
+                reason: "session ended".into(),
+            });
+        }
+        self.actions.push_back(Action::SessionDown {
+            session: key,
+            id: id.clone(),
+            reason: reason.clone(),
+        });
+        // Fail over waiting dials to another session of the id (4.4).
+        let others: Vec<SessionKey> = self.sessions.sessions(&id).to_vec();
+        for (i, dial) in s.outstanding.into_iter().enumerate() {
+            if others.is_empty() {
+                if let Some(p) = self.dials.remove(&dial) {
+                    self.forget_dial(dial, &p);
+                }
+                self.actions.push_back(Action::DialFailed {
+                    dial,
+                    error: DialError::SessionClosed(reason.clone()),
+                });
+            } else {
+                let target = others[i % others.len()];
+                if let Some(p) = self.dials.get_mut(&dial) {
+                    p.session = target;
+                }
+                self.send_conn_ready(target, dial);
+            }
+        }
+    }
+}

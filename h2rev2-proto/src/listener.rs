@@ -1,0 +1,527 @@
+//! The NAT side: one session's life, reconnects, `conn-ready`, spares.
+//!
+//! ```text
+//!             ┌──────────────── Disconnected / ControlRejected / ConnectFailed ─────┐
+//!             ▼                                                                      │
+//!   ┌──► Backoff ──timeout──► Connecting ──Connected──► Opening ──ControlAccepted──► Up
+//!   │   (full jitter,          (Connect)              (OpenControl)                  │
+//!   │    capped, seeded)                                                  conn-ready ─┤─► OpenData
+//!   │                                                                  DataFailed ───┘─► pickup-failed
+//!   └── Close from any state ──► Closed
+//! ```
+//!
+//! The Go Listener gives up after five attempts; this one retries forever unless
+//! [`ListenerConfig::max_attempts`] says otherwise. After a session that stayed up for
+//! [`ListenerConfig::stable_after`], the backoff starts again from its first step.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::wire::{Command, ControlMessage, Decoder, DialerId, Role, RouteConfig};
+
+/// Settings of the NAT side.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// The id to register.
+    pub id: DialerId,
+    /// Route layout of the public server (base path, revdial segment, id key).
+    pub routes: RouteConfig,
+    /// Mark requests with `role` and echo `conn` tokens (PROTOCOL.md 4.2). Turn off to
+    /// behave exactly like the Go Listener on the wire.
+    pub mark_roles: bool,
+    /// Spare data streams opened as soon as the control stream is up (4.3). Default 2.
+    pub spares: usize,
+    /// First backoff step. Default 250 ms.
+    pub backoff_initial: Duration,
+    /// Backoff cap. Default 30 s.
+    pub backoff_max: Duration,
+    /// A session up for this long resets the backoff. Default 30 s.
+    pub stable_after: Duration,
+    /// Give up after this many failed attempts in a row; `None` (default) never gives up.
+    pub max_attempts: Option<u32>,
+}
+
+impl ListenerConfig {
+    /// Defaults for `id`.
+    pub fn new(id: DialerId) -> Self {
+        ListenerConfig {
+            id,
+            routes: RouteConfig::default(),
+            mark_roles: true,
+            spares: 2,
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(30),
+            max_attempts: None,
+        }
+    }
+}
+
+/// Where the Listener is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for the backoff timer before the next attempt.
+    Backoff {
+        /// When the next attempt starts.
+        until: Instant,
+    },
+    /// A connection is being made (TCP, TLS, HTTP/2).
+    Connecting,
+    /// The control request was sent; waiting for its response.
+    Opening,
+    /// The control stream is up: the session is live.
+    Up {
+        /// Since when.
+        since: Instant,
+    },
+    /// Closed for good.
+    Closed,
+}
+
+/// An input to the [`Listener`].
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The HTTP/2 connection is ready.
+    Connected,
+    /// The connection attempt failed.
+    ConnectFailed {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// The control request was answered `200`.
+    ControlAccepted,
+    /// The control request was answered with another status.
+    ControlRejected {
+        /// The status.
+        status: u16,
+        /// The body or reason.
+        reason: String,
+    },
+    /// Bytes arrived on the control stream.
+    ControlData(&'a [u8]),
+    /// The connection or the control stream was lost.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// A data stream requested with [`Action::OpenData`] was answered `200`.
+    DataOpened {
+        /// The request's number.
+        request: u64,
+    },
+    /// A data stream could not be opened.
+    DataFailed {
+        /// The request's number.
+        request: u64,
+        /// Why; sent to the Dialer in `pickup-failed`.
+        reason: String,
+    },
+    /// Stop for good.
+    Close,
+}
+
+/// An output of the [`Listener`], carried out in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open the HTTP/2 connection to the public server.
+    Connect,
+    /// Send the control request (`GET`, no END_STREAM) to this path and query.
+    OpenControl {
+        /// Path and query.
+        path_and_query: String,
+    },
+    /// Open a data stream to this path and query.
+    OpenData {
+        /// Its number, for [`Event::DataOpened`] and [`Event::DataFailed`].
+        request: u64,
+        /// Path and query.
+        path_and_query: String,
+    },
+    /// Write these bytes on the control stream.
+    SendControl(Vec<u8>),
+    /// Tear the connection down (a protocol error on the control stream).
+    Disconnect {
+        /// Why.
+        reason: String,
+    },
+    /// The session is up.
+    Up,
+    /// The session is down; the next attempt starts after `retry_in`.
+    Down {
+        /// Why.
+        reason: String,
+        /// The backoff delay.
+        retry_in: Duration,
+    },
+    /// The Listener stopped for good.
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The NAT side's state machine.
+///
+/// After [`Listener::new`], drain [`Listener::poll_action`]: the first action is
+/// [`Action::Connect`]. After every `handle_*`, drain again, and call
+/// [`Listener::handle_timeout`] at [`Listener::poll_timeout`].
+#[derive(Debug)]
+pub struct Listener {
+    config: ListenerConfig,
+    state: State,
+    attempts: u32,
+    decoder: Decoder,
+    next_request: u64,
+    /// Tokens of data streams being opened, by request number.
+    opening: Vec<(u64, Option<String>)>,
+    actions: VecDeque<Action>,
+    rng: fastrand::Rng,
+}
+
+impl Listener {
+    /// A Listener that starts connecting at once.
+    pub fn new(config: ListenerConfig, seed: u64) -> Self {
+        let mut l = Listener {
+            config,
+            state: State::Connecting,
+            attempts: 0,
+            decoder: Decoder::new(),
+            next_request: 0,
+            opening: Vec::new(),
+            actions: VecDeque::new(),
+            rng: fastrand::Rng::with_seed(seed),
+        };
+        l.actions.push_back(Action::Connect);
+        l
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
+    }
+
+    /// Failed attempts in a row so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Feeds one input. Inputs that make no sense in the current state (a late event
+    /// from a torn-down connection) are ignored.
+    pub fn handle_event(&mut self, now: Instant, event: Event<'_>) {
+        if self.state == State::Closed {
+            return;
+        }
+        match event {
+            Event::Connected => {
+                if self.state == State::Connecting {
+                    self.state = State::Opening;
+                    let role = self.config.mark_roles.then_some(Role::Control);
+                    self.actions.push_back(Action::OpenControl {
+                        path_and_query: self.path(role, None),
+                    });
+                }
+            }
+            Event::ConnectFailed { reason } => {
+                if self.state == State::Connecting {
+                    self.fail(now, reason);
+                }
+            }
+            Event::ControlAccepted => {
+                if self.state == State::Opening {
+                    self.state = State::Up { since: now };
+                    self.decoder = Decoder::new();
+                    self.actions.push_back(Action::Up);
+                    for _ in 0..self.config.spares {
+                        self.open_data(None);
+                    }
+                }
+            }
+            Event::ControlRejected { status, reason } => {
+                if self.state == State::Opening {
+                    self.actions.push_back(Action::Disconnect {
+                        reason: format!("control stream refused: {status} {reason}"),
+                    });
+                    self.fail(
+                        now,
+                        format!("public server refused the control stream: {status} {reason}"),
+                    );
+                }
+            }
+            Event::ControlData(data) => {
+                if matches!(self.state, State::Up { .. }) {
+                    self.decoder.push(data);
+                    self.drain_control(now);
+                }
+            }
+            Event::Disconnected { reason } => {
+                if let State::Up { since } = self.state {
+                    if now.saturating_duration_since(since) >= self.config.stable_after {
+                        self.attempts = 0;
+                    }
+                }
+                if matches!(
+                    self.state,
+                    State::Up { .. } | State::Opening | State::Connecting
+                ) {
+                    self.fail(now, reason);
+                }
+            }
+            Event::DataOpened { request } => {
+                self.opening.retain(|(r, _)| *r != request);
+            }
+            Event::DataFailed { request, reason } => {
+                let Some(i) = self.opening.iter().position(|(r, _)| *r == request) else {
+                    return;
+                };
+                let (_, token) = self.opening.swap_remove(i);
+                if matches!(self.state, State::Up { .. }) {
+                    let token = if self.config.mark_roles { token } else { None };
+                    self.actions.push_back(Action::SendControl(
+                        ControlMessage::pickup_failed(token.as_deref(), &reason).to_bytes(),
+                    ));
+                }
+            }
+            Event::Close => {
+                self.state = State::Closed;
+                self.actions.push_back(Action::Closed {
+                    reason: "closed by the application".into(),
+                });
+            }
+        }
+    }
+
+    /// Fires the backoff timer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let State::Backoff { until } = self.state {
+            if now >= until {
+                self.state = State::Connecting;
+                self.actions.push_back(Action::Connect);
+            }
+        }
+    }
+
+    /// The next action to carry out.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Listener::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Backoff { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    fn path(&self, role: Option<Role>, token: Option<&str>) -> String {
+        self.config
+            .routes
+            .revdial_path_and_query(&self.config.id, role, token)
+    }
+
+    fn open_data(&mut self, token: Option<String>) {
+        let request = self.next_request;
+        self.next_request += 1;
+        let (role, tok) = if self.config.mark_roles {
+            (Some(Role::Data), token.as_deref())
+        } else {
+            (None, None)
+        };
+        let path_and_query = self.path(role, tok);
+        self.opening.push((request, token));
+        self.actions.push_back(Action::OpenData {
+            request,
+            path_and_query,
+        });
+    }
+
+    fn drain_control(&mut self, now: Instant) {
+        while let Some(msg) = self.decoder.next_message() {
+            match msg {
+                Ok(m) if m.command == Command::ConnReady => {
+                    let token = (!m.conn_path.is_empty()).then_some(m.conn_path);
+                    self.open_data(token);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let reason = format!("protocol error on the control stream: {e}");
+                    self.actions.push_back(Action::Disconnect {
+                        reason: reason.clone(),
+                    });
+                    self.fail(now, reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The backoff delay before attempt number `attempts` (0-based): full jitter over
+    /// `[0, min(max, initial * 2^attempts)]`.
+    fn backoff(&mut self) -> Duration {
+        let cap = self.config.backoff_max.as_nanos() as u64;
+        let base = self.config.backoff_initial.as_nanos() as u64;
+        let exp = base.saturating_mul(1u64 << self.attempts.min(40)).min(cap);
+        Duration::from_nanos(self.rng.u64(0..=exp))
+    }
+
+    fn fail(&mut self, now: Instant, reason: String) {
+        self.opening.clear();
+        self.attempts = self.attempts.saturating_add(1);
+        if let Some(max) = self.config.max_attempts {
+            if self.attempts >= max {
+                self.state = State::Closed;
+                self.actions.push_back(Action::Closed {
+                    reason: format!("gave up after {max} attempts: {reason}"),
+                });
+                return;
+            }
+        }
+        let delay = self.backoff();
+        self.state = State::Backoff { until: now + delay };
+        self.actions.push_back(Action::Down {
+            reason,
+            retry_in: delay,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(l: &mut Listener) -> Vec<Action> {
+        std::iter::from_fn(|| l.poll_action()).collect()
+    }
+
+    #[test]
+    fn happy_path_and_go_mode() {
+        let now = Instant::now();
+        let mut cfg = ListenerConfig::new(DialerId::new("a").unwrap());
+        cfg.spares = 1;
+        let mut l = Listener::new(cfg.clone(), 1);
+        assert_eq!(drain(&mut l), vec![Action::Connect]);
+        l.handle_event(now, Event::Connected);
+        assert_eq!(
+            drain(&mut l),
+            vec![Action::OpenControl {
+                path_and_query: "/revdial?id=a&role=control".into()
+            }]
+        );
+        l.handle_event(now, Event::ControlAccepted);
+        assert_eq!(
+            drain(&mut l),
+            vec![
+                Action::Up,
+                Action::OpenData {
+                    request: 0,
+                    path_and_query: "/revdial?id=a&role=data".into()
+                }
+            ]
+        );
+        l.handle_event(
+            now,
+            Event::ControlData(b"{\"command\":\"conn-ready\",\"connPath\":\"t1\"}\n"),
+        );
+        assert_eq!(
+            drain(&mut l),
+            vec![Action::OpenData {
+                request: 1,
+                path_and_query: "/revdial?id=a&role=data&conn=t1".into()
+            }]
+        );
+        l.handle_event(
+            now,
+            Event::DataFailed {
+                request: 1,
+                reason: "boom".into(),
+            },
+        );
+        assert_eq!(
+            drain(&mut l),
+            vec![Action::SendControl(
+                b"{\"command\":\"pickup-failed\",\"connPath\":\"t1\",\"err\":\"boom\"}\n".to_vec()
+            )]
+        );
+
+        cfg.mark_roles = false;
+        cfg.spares = 0;
+        let mut g = Listener::new(cfg, 1);
+        let _ = drain(&mut g);
+        g.handle_event(now, Event::Connected);
+        assert_eq!(
+            drain(&mut g),
+            vec![Action::OpenControl {
+                path_and_query: "/revdial?id=a".into()
+            }]
+        );
+        g.handle_event(now, Event::ControlAccepted);
+        g.handle_event(
+            now,
+            Event::ControlData(b"{\"command\":\"conn-ready\",\"connPath\":\"t1\"}\n"),
+        );
+        assert_eq!(
+            drain(&mut g),
+            vec![
+                Action::Up,
+                Action::OpenData {
+                    request: 0,
+                    path_and_query: "/revdial?id=a".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn backoff_is_capped_jittered_and_resets() {
+        let mut now = Instant::now();
+        let mut cfg = ListenerConfig::new(DialerId::new("a").unwrap());
+        cfg.backoff_initial = Duration::from_millis(100);
+        cfg.backoff_max = Duration::from_secs(2);
+        cfg.stable_after = Duration::from_secs(10);
+        let mut l = Listener::new(cfg, 7);
+        let _ = drain(&mut l);
+        let mut delays = Vec::new();
+        for _ in 0..20 {
+            l.handle_event(
+                now,
+                Event::ConnectFailed {
+                    reason: "refused".into(),
+                },
+            );
+            let until = l.poll_timeout().unwrap();
+            delays.push(until - now);
+            now = until;
+            l.handle_timeout(now);
+            assert_eq!(drain(&mut l).last(), Some(&Action::Connect));
+        }
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(delays[0] <= Duration::from_millis(200));
+        assert_eq!(l.attempts(), 20);
+        l.handle_event(now, Event::Connected);
+        l.handle_event(now, Event::ControlAccepted);
+        now += Duration::from_secs(11);
+        l.handle_event(now, Event::Disconnected { reason: "x".into() });
+        assert_eq!(l.attempts(), 1, "a stable session resets the backoff");
+    }
+
+    #[test]
+    fn gives_up_only_when_told() {
+        let now = Instant::now();
+        let mut cfg = ListenerConfig::new(DialerId::new("a").unwrap());
+        cfg.max_attempts = Some(2);
+        let mut l = Listener::new(cfg, 7);
+        let _ = drain(&mut l);
+        l.handle_event(now, Event::ConnectFailed { reason: "x".into() });
+        l.handle_timeout(l.poll_timeout().unwrap());
+        l.handle_event(now, Event::ConnectFailed { reason: "x".into() });
+        assert_eq!(l.state(), State::Closed);
+        assert!(matches!(drain(&mut l).last(), Some(Action::Closed { .. })));
+    }
+}

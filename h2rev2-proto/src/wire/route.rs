@@ -1,0 +1,455 @@
+//! Routes on the public server (PROTOCOL.md section 2).
+//!
+//! ```text
+//! B/revdial?{key}={id}[&role=control|data][&conn={token}]   reverse connections (2.1, 4.2)
+//! B/proxy/{id}/{rest}                                        reverse HTTP proxy   (2.2)
+//! anything else, when a default id is configured             default target       (2.3)
+//! ```
+
+use std::fmt;
+
+use super::id::{DialerId, IdError};
+
+/// How the public server lays out its routes. The Listener uses the same values to
+/// build its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    base: String,
+    revdial: String,
+    proxy: String,
+    id_key: String,
+    default_id: Option<DialerId>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            base: "/".into(),
+            revdial: "revdial".into(),
+            proxy: "proxy".into(),
+            id_key: "id".into(),
+            default_id: None,
+        }
+    }
+}
+
+/// Normalises a segment given as `revdial`, `/revdial` or `/revdial/`.
+fn trim_segment(s: &str) -> String {
+    s.trim_matches('/').to_string()
+}
+
+impl RouteConfig {
+    /// The base path `B`. Given as `/`, `/tunnel` or `tunnel/`; stored as `/tunnel/`.
+    pub fn with_base(mut self, base: &str) -> Self {
+        let t = base.trim_matches('/');
+        self.base = if t.is_empty() {
+            "/".into()
+        } else {
+            format!("/{t}/")
+        };
+        self
+    }
+
+    /// The revdial path segment (default `revdial`; the original CLI's `-dialer-path`).
+    /// A leading or trailing `/` is ignored.
+    pub fn with_revdial_segment(mut self, seg: &str) -> Self {
+        self.revdial = trim_segment(seg);
+        self
+    }
+
+    /// The proxy path segment (default `proxy`).
+    pub fn with_proxy_segment(mut self, seg: &str) -> Self {
+        self.proxy = trim_segment(seg);
+        self
+    }
+
+    /// The query parameter that carries the dialer id (default `id`; the original CLI's
+    /// `-dialer-key`).
+    pub fn with_id_key(mut self, key: &str) -> Self {
+        self.id_key = key.to_string();
+        self
+    }
+
+    /// The id that requests matching no route are proxied to (the original CLI's
+    /// `-dialer-id` on the public side).
+    pub fn with_default_id(mut self, id: Option<DialerId>) -> Self {
+        self.default_id = id;
+        self
+    }
+
+    /// The base path, normalised to start and end with `/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The query key that carries the id.
+    pub fn id_key(&self) -> &str {
+        &self.id_key
+    }
+
+    /// The default id, if any.
+    pub fn default_id(&self) -> Option<&DialerId> {
+        self.default_id.as_ref()
+    }
+
+    /// The path of the revdial route, e.g. `/revdial`.
+    pub fn revdial_path(&self) -> String {
+        format!("{}{}", self.base, self.revdial)
+    }
+
+    /// The path and query a Listener requests: `B/revdial?{key}={id}`, plus `role` and
+    /// `conn` when given (PROTOCOL.md 4.2). Values are form-encoded.
+    ///
+    /// ```
+    /// use h2rev2_proto::wire::{DialerId, Role, RouteConfig};
+    /// let cfg = RouteConfig::default().with_id_key("dialerid");
+    /// let id = DialerId::new("001").unwrap();
+    /// assert_eq!(cfg.revdial_path_and_query(&id, None, None), "/revdial?dialerid=001");
+    /// assert_eq!(
+    ///     cfg.revdial_path_and_query(&id, Some(Role::Data), Some("t 1")),
+    ///     "/revdial?dialerid=001&role=data&conn=t+1"
+    /// );
+    /// ```
+    pub fn revdial_path_and_query(
+        &self,
+        id: &DialerId,
+        role: Option<Role>,
+        conn: Option<&str>,
+    ) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair(&self.id_key, id.as_str());
+        if let Some(role) = role {
+            q.append_pair("role", role.as_str());
+        }
+        if let Some(conn) = conn {
+            q.append_pair("conn", conn);
+        }
+        format!("{}?{}", self.revdial_path(), q.finish())
+    }
+
+    /// Routes a request by its path (still percent-encoded) and query.
+    ///
+    /// ```
+    /// use h2rev2_proto::wire::{Route, RouteConfig};
+    /// let cfg = RouteConfig::default();
+    /// match cfg.route("/proxy/001/a/b", Some("x=1")).unwrap() {
+    ///     Route::Proxy { id, path_and_query, prefix } => {
+    ///         assert_eq!(id.as_str(), "001");
+    ///         assert_eq!(path_and_query, "/a/b?x=1");
+    ///         assert_eq!(prefix, "/proxy/001");
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn route(&self, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
+        let Some(rest) = path.strip_prefix(self.base.as_str()).or_else(|| {
+            // `/tunnel` addresses the base itself.
+            (path == self.base.trim_end_matches('/')).then_some("")
+        }) else {
+            return Ok(self.default_route(path, query));
+        };
+        if rest == self.revdial || rest.strip_suffix('/') == Some(self.revdial.as_str()) {
+            return self.revdial(query).map(Route::Revdial);
+        }
+        if rest == self.proxy || rest == format!("{}/", self.proxy) {
+            return Err(RouteError::MissingProxyId);
+        }
+        if let Some(after) = rest
+            .strip_prefix(self.proxy.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            let (raw_id, tail) = match after.find('/') {
+                Some(i) => (&after[..i], &after[i..]),
+                None => (after, ""),
+            };
+            let decoded = percent_encoding::percent_decode_str(raw_id)
+                .decode_utf8()
+                .map_err(|_| RouteError::BadEncoding)?;
+            let id = DialerId::new(decoded.into_owned()).map_err(RouteError::BadId)?;
+            let mut pq = if tail.is_empty() {
+                "/".to_string()
+            } else {
+                tail.to_string()
+            };
+            if let Some(q) = query {
+                pq.push('?');
+                pq.push_str(q);
+            }
+            let prefix = format!("{}{}/{}", self.base, self.proxy, raw_id);
+            return Ok(Route::Proxy {
+                id,
+                path_and_query: pq,
+                prefix,
+            });
+        }
+        Ok(self.default_route(path, query))
+    }
+
+    fn default_route(&self, path: &str, query: Option<&str>) -> Route {
+        match &self.default_id {
+            Some(id) => {
+                let mut pq = path.to_string();
+                if let Some(q) = query {
+                    pq.push('?');
+                    pq.push_str(q);
+                }
+                Route::Default {
+                    id: id.clone(),
+                    path_and_query: pq,
+                }
+            }
+            None => Route::NotFound,
+        }
+    }
+
+    fn revdial(&self, query: Option<&str>) -> Result<RevdialRequest, RouteError> {
+        let mut id = None;
+        let mut role = None;
+        let mut conn = None;
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            // Go's url.Query().Get returns the first value; so do we.
+            if k == self.id_key.as_str() {
+                if id.is_none() {
+                    id = Some(v.into_owned());
+                }
+            } else if k == "role" {
+                if role.is_none() {
+                    role = Some(match v.as_ref() {
+                        "control" => Role::Control,
+                        "data" => Role::Data,
+                        other => return Err(RouteError::BadRole(other.to_string())),
+                    });
+                }
+            } else if k == "conn" && conn.is_none() {
+                if v.is_empty() || v.len() > 128 {
+                    return Err(RouteError::BadToken);
+                }
+                conn = Some(v.into_owned());
+            }
+        }
+        let id = id.ok_or_else(|| RouteError::MissingId(self.id_key.clone()))?;
+        let id = DialerId::new(id).map_err(RouteError::BadId)?;
+        if role == Some(Role::Control) && conn.is_some() {
+            return Err(RouteError::BadToken);
+        }
+        Ok(RevdialRequest { id, role, conn })
+    }
+}
+
+/// What a request on the public server is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A reverse connection from a Listener (`B/revdial`). HTTP/2 only.
+    Revdial(RevdialRequest),
+    /// A request to proxy to `id` (`B/proxy/{id}/{rest}`).
+    Proxy {
+        /// The target dialer id.
+        id: DialerId,
+        /// The path and query to forward: `/{rest}` plus the original query.
+        path_and_query: String,
+        /// The stripped prefix, `B/proxy/{id}` as it was sent (for `X-Forwarded-Prefix`).
+        prefix: String,
+    },
+    /// A request that matched no route, proxied to the configured default id with its
+    /// path unchanged (PROTOCOL.md 2.3).
+    Default {
+        /// The default dialer id.
+        id: DialerId,
+        /// The unchanged path and query.
+        path_and_query: String,
+    },
+    /// No route matched and no default id is configured: `404`.
+    NotFound,
+}
+
+/// A parsed revdial request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevdialRequest {
+    /// The Listener's dialer id.
+    pub id: DialerId,
+    /// The role it declared, or `None` for an unmarked (Go) Listener.
+    pub role: Option<Role>,
+    /// The `conn` token it echoed for exact matching, if any.
+    pub conn: Option<String>,
+}
+
+/// The role a Listener of ours declares on a revdial request (PROTOCOL.md 4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The session's control stream.
+    Control,
+    /// A data stream (one reverse connection).
+    Data,
+}
+
+impl Role {
+    /// The query value, `control` or `data`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Control => "control",
+            Role::Data => "data",
+        }
+    }
+}
+
+/// Why a request could not be routed. Every variant answers `400`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// The revdial query has no id parameter (named here).
+    MissingId(String),
+    /// The id is not valid.
+    BadId(IdError),
+    /// `role` is neither `control` nor `data`.
+    BadRole(String),
+    /// `conn` is empty, too long, or given with `role=control`.
+    BadToken,
+    /// `B/proxy/` without an id.
+    MissingProxyId,
+    /// A percent-encoded id is not UTF-8.
+    BadEncoding,
+}
+
+impl RouteError {
+    /// The HTTP status for this error: always `400`.
+    pub fn status(&self) -> u16 {
+        400
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::MissingId(key) => write!(f, "missing query parameter `{key}`"),
+            RouteError::BadId(e) => e.fmt(f),
+            RouteError::BadRole(r) => write!(f, "unknown role {r:?}"),
+            RouteError::BadToken => f.write_str("invalid `conn` token"),
+            RouteError::MissingProxyId => f.write_str("proxy route without an id"),
+            RouteError::BadEncoding => f.write_str("id is not valid percent-encoded UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> DialerId {
+        DialerId::new(s).unwrap()
+    }
+
+    #[test]
+    fn revdial_default_and_custom() {
+        let cfg = RouteConfig::default();
+        assert_eq!(
+            cfg.route("/revdial", Some("id=001")).unwrap(),
+            Route::Revdial(RevdialRequest {
+                id: id("001"),
+                role: None,
+                conn: None
+            })
+        );
+        let cfg = RouteConfig::default()
+            .with_base("/tun/")
+            .with_revdial_segment("/rd")
+            .with_id_key("dialerid");
+        assert_eq!(
+            cfg.route("/tun/rd", Some("dialerid=a&role=data&conn=7"))
+                .unwrap(),
+            Route::Revdial(RevdialRequest {
+                id: id("a"),
+                role: Some(Role::Data),
+                conn: Some("7".into())
+            })
+        );
+        assert_eq!(
+            cfg.route("/tun/rd", Some("id=a")),
+            Err(RouteError::MissingId("dialerid".into()))
+        );
+        assert_eq!(
+            cfg.route("/revdial", Some("dialerid=a")),
+            Ok(Route::NotFound)
+        );
+    }
+
+    #[test]
+    fn revdial_errors() {
+        let cfg = RouteConfig::default();
+        assert_eq!(
+            cfg.route("/revdial", None),
+            Err(RouteError::MissingId("id".into()))
+        );
+        assert_eq!(
+            cfg.route("/revdial", Some("id=")),
+            Err(RouteError::BadId(IdError::Empty))
+        );
+        assert_eq!(
+            cfg.route("/revdial", Some("id=a&role=boss")),
+            Err(RouteError::BadRole("boss".into()))
+        );
+        assert_eq!(
+            cfg.route("/revdial", Some("id=a&role=control&conn=1")),
+            Err(RouteError::BadToken)
+        );
+        assert_eq!(
+            cfg.route("/revdial", Some("id=a%00")),
+            Err(RouteError::BadId(IdError::BadChar('\0')))
+        );
+    }
+
+    #[test]
+    fn proxy_paths() {
+        let cfg = RouteConfig::default().with_base("/b");
+        let r = cfg.route("/b/proxy/x%2Dy", None).unwrap();
+        assert_eq!(
+            r,
+            Route::Proxy {
+                id: id("x-y"),
+                path_and_query: "/".into(),
+                prefix: "/b/proxy/x%2Dy".into()
+            }
+        );
+        let r = cfg.route("/b/proxy/x/", Some("q")).unwrap();
+        assert!(matches!(r, Route::Proxy { path_and_query, .. } if path_and_query == "/?q"));
+        assert_eq!(cfg.route("/b/proxy", None), Err(RouteError::MissingProxyId));
+        assert_eq!(
+            cfg.route("/b/proxy/", None),
+            Err(RouteError::MissingProxyId)
+        );
+        assert_eq!(cfg.route("/b/proxyx/1", None), Ok(Route::NotFound));
+        assert_eq!(cfg.route("/other", None), Ok(Route::NotFound));
+    }
+
+    #[test]
+    fn default_target() {
+        let cfg = RouteConfig::default().with_default_id(Some(id("001")));
+        assert_eq!(
+            cfg.route("/get", Some("a=1")).unwrap(),
+            Route::Default {
+                id: id("001"),
+                path_and_query: "/get?a=1".into()
+            }
+        );
+        // The revdial route still wins.
+        assert!(matches!(
+            cfg.route("/revdial", Some("id=001")).unwrap(),
+            Route::Revdial(_)
+        ));
+    }
+
+    #[test]
+    fn path_and_query_roundtrip() {
+        let cfg = RouteConfig::default().with_base("/x").with_id_key("k");
+        let pq = cfg.revdial_path_and_query(&id("a&b=c"), Some(Role::Control), None);
+        let (p, q) = pq.split_once('?').unwrap();
+        assert_eq!(
+            cfg.route(p, Some(q)).unwrap(),
+            Route::Revdial(RevdialRequest {
+                id: id("a&b=c"),
+                role: Some(Role::Control),
+                conn: None
+            })
+        );
+    }
+}
