@@ -316,6 +316,11 @@ impl Conn {
         self.end_sent = true;
     }
 
+    /// Whether END_STREAM was sent (the write side completed a shutdown).
+    pub fn end_sent(&self) -> bool {
+        self.end_sent
+    }
+
     /// Whether every byte the application flushed has been handed to the stream.
     pub fn flushed(&self) -> bool {
         self.forced == 0 && (!self.shutdown || self.end_sent)

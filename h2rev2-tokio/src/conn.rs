@@ -1,0 +1,257 @@
+//! [`RevConn`]: one HTTP/2 stream as a tokio byte connection.
+//!
+//! All decisions (credit, coalescing, half-close, reset mapping) are the core's
+//! [`h2rev2_proto::conn::Conn`]; this file only moves bytes between it and h2.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+use h2rev2_proto::conn::{CANCEL, Conn, ConnConfig, Read, Write};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::metrics::Metrics;
+
+/// A reverse connection: `AsyncRead + AsyncWrite` over one HTTP/2 stream.
+///
+/// * Writes are coalesced ([`ConnConfig`]); `flush` sends what is buffered.
+/// * `shutdown` half-closes (END_STREAM); reading goes on until the peer ends too.
+/// * Dropping without `shutdown` resets the stream (`CANCEL`).
+/// * A peer reset reads as `ConnectionReset`.
+pub struct RevConn {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    state: Conn,
+    timer: Option<Pin<Box<Sleep>>>,
+    label: String,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl fmt::Debug for RevConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevConn")
+            .field("label", &self.label)
+            .field("stream", &self.send.stream_id())
+            .finish()
+    }
+}
+
+fn h2_error_to_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e.into_io().unwrap_or_else(|| io::Error::other("h2 I/O error"));
+    }
+    let kind = match e.reason() {
+        Some(r) if e.is_reset() || e.is_go_away() => {
+            h2rev2_proto::conn::reset_error_kind(u32::from(r), false)
+                .unwrap_or(io::ErrorKind::ConnectionReset)
+        }
+        _ => io::ErrorKind::ConnectionReset,
+    };
+    io::Error::new(kind, e)
+}
+
+impl RevConn {
+    /// Wraps an HTTP/2 stream whose headers have been exchanged.
+    pub fn new(send: SendStream<Bytes>, recv: RecvStream, config: ConnConfig, label: String) -> Self {
+        RevConn {
+            send,
+            recv,
+            state: Conn::new(config),
+            timer: None,
+            label,
+            metrics: None,
+        }
+    }
+
+    /// Counts this conn's bytes and life in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>, _public: bool) -> Self {
+        metrics.open_conns.fetch_add(1, Relaxed);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A label for logs: the dialer id and the stream.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn now() -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    /// Sends what the core says is due; arms the flush timer for the rest.
+    /// `Ready(Ok)` when nothing due is left unsent; `Pending` while waiting for credit.
+    fn drive_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if let Some(kind) = self.state.error() {
+                return Poll::Ready(Err(io::Error::new(kind, "stream failed")));
+            }
+            let now = Self::now();
+            let due = self.state.sendable(now);
+            if due == 0 {
+                if self.state.end_due() {
+                    if let Err(e) = self.send.send_data(Bytes::new(), true) {
+                        let e = h2_error_to_io(e);
+                        self.state.fail(e.kind());
+                        return Poll::Ready(Err(e));
+                    }
+                    self.state.on_end_sent();
+                }
+                if let Some(at) = self.state.poll_timeout() {
+                    let at = Instant::from_std(at);
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+            self.send.reserve_capacity(due);
+            let cap = self.send.capacity();
+            if cap == 0 {
+                match ready!(self.send.poll_capacity(cx)) {
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        let e = h2_error_to_io(e);
+                        self.state.fail(e.kind());
+                        return Poll::Ready(Err(e));
+                    }
+                    None => {
+                        self.state.fail(io::ErrorKind::BrokenPipe);
+                        return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+                    }
+                }
+            }
+            let chunk = self.state.take_send(now, cap);
+            if let Err(e) = self.send.send_data(chunk, false) {
+                let e = h2_error_to_io(e);
+                self.state.fail(e.kind());
+                return Poll::Ready(Err(e));
+            }
+        }
+    }
+
+    fn release_credit(&mut self) {
+        let credit = self.state.take_credit();
+        if credit > 0 {
+            // Fails only when the stream is gone, which the next read reports.
+            let _ = self.recv.flow_control().release_capacity(credit);
+        }
+    }
+}
+
+impl AsyncRead for RevConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Reading also services the write side's flush timer, so a writer that forgets
+        // to flush before waiting for an answer is not stuck.
+        let _ = this.drive_send(cx);
+        loop {
+            match this.state.read(buf.initialize_unfilled()) {
+                Read::Data(n) => {
+                    buf.advance(n);
+                    if let Some(m) = &this.metrics {
+                        m.bytes_in.fetch_add(n as u64, Relaxed);
+                    }
+                    this.release_credit();
+                    return Poll::Ready(Ok(()));
+                }
+                Read::Eof => return Poll::Ready(Ok(())),
+                Read::Error(kind) => {
+                    return Poll::Ready(Err(io::Error::new(kind, "reverse connection reset")));
+                }
+                Read::Pending => {}
+            }
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => this.state.on_data(data),
+                Some(Err(e)) => match e.reason() {
+                    Some(r) if e.is_reset() => this.state.on_reset(u32::from(r)),
+                    _ => this.state.fail(h2_error_to_io(e).kind()),
+                },
+                None => this.state.on_end(),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for RevConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            match this.state.write(Self::now(), buf) {
+                Write::Accepted(n) => {
+                    if let Some(m) = &this.metrics {
+                        m.bytes_out.fetch_add(n as u64, Relaxed);
+                    }
+                    // Best effort: errors surface on the next call.
+                    let _ = this.drive_send(cx);
+                    return Poll::Ready(Ok(n));
+                }
+                Write::Full => {
+                    ready!(this.drive_send(cx))?;
+                    if !this.state.writable() {
+                        // Everything due was handed over but the buffer is still full:
+                        // wait for credit.
+                        this.state.flush();
+                        ready!(this.drive_send(cx))?;
+                    }
+                }
+                Write::Error(kind) => {
+                    return Poll::Ready(Err(io::Error::new(kind, "reverse connection closed")));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.state.flush();
+        ready!(this.drive_send(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.state.shutdown();
+        ready!(this.drive_send(cx))?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for RevConn {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.open_conns.fetch_sub(1, Relaxed);
+        }
+        // Dropped without a completed shutdown: abort, so the peer does not take a
+        // truncated stream for a clean end (PROTOCOL.md 5).
+        if !self.state.end_sent() {
+            self.send.send_reset(h2::Reason::from(CANCEL));
+        }
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for RevConn {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}

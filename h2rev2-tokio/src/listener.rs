@@ -1,0 +1,557 @@
+//! The NAT side: a Listener that dials out to the public server and accepts reverse
+//! connections, reconnecting forever with the core's backoff.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{RecvStream, SendStream};
+use h2rev2_proto::conn::ConnConfig;
+use h2rev2_proto::listener::{Action, Event, Listener as Machine, ListenerConfig, State};
+use h2rev2_proto::wire::{DialerId, RouteConfig};
+use http::{Request, Uri};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::conn::RevConn;
+use crate::settings::H2Settings;
+
+/// Settings of a [`Listener`].
+#[derive(Clone)]
+pub struct ListenerOptions {
+    /// The public server: `https://host:port[/base]` (`http://` only with
+    /// [`ListenerOptions::cleartext`]).
+    pub url: Uri,
+    /// The core's settings: id, spares, role marking, backoff.
+    pub machine: ListenerConfig,
+    /// Sent as `Authorization: Bearer` on every revdial request.
+    pub token: Option<String>,
+    /// TLS client config; its ALPN must offer `h2`. `None` with `cleartext`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Speak HTTP/2 without TLS (prior knowledge). Tests and front proxies only.
+    pub cleartext: bool,
+    /// HTTP/2 settings.
+    pub h2: H2Settings,
+    /// Reverse connection write coalescing.
+    pub conn: ConnConfig,
+    /// TCP + TLS + HTTP/2 handshake must finish within this. Default 10 s.
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for ListenerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerOptions")
+            .field("url", &self.url)
+            .field("id", &self.machine.id)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bad [`ListenerOptions`].
+#[derive(Debug)]
+pub struct OptionsError(String);
+
+impl fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OptionsError {}
+
+impl ListenerOptions {
+    /// Options for registering `id` at the public server `url`
+    /// (`https://host:port/base`). The URL's path becomes the base path.
+    pub fn new(url: &str, id: DialerId, tls: Arc<rustls::ClientConfig>) -> Result<Self, OptionsError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| OptionsError(format!("bad URL {url:?}: {e}")))?;
+        let mut o = ListenerOptions {
+            machine: ListenerConfig::new(id),
+            url: uri,
+            token: None,
+            tls: Some(tls),
+            cleartext: false,
+            h2: H2Settings::default(),
+            conn: ConnConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+        };
+        o.machine.routes = RouteConfig::default().with_base(o.url.path());
+        o.validate()?;
+        Ok(o)
+    }
+
+    fn validate(&self) -> Result<(), OptionsError> {
+        let scheme = self.url.scheme_str().unwrap_or("");
+        match (scheme, self.cleartext) {
+            ("https", false) | ("http", true) => {}
+            ("http", false) => {
+                return Err(OptionsError(format!(
+                    "{}: plain http is refused: the Listener speaks TLS HTTP/2 (use https://)",
+                    self.url
+                )));
+            }
+            _ => {
+                return Err(OptionsError(format!(
+                    "{}: expected https://host[:port][/base]",
+                    self.url
+                )));
+            }
+        }
+        if self.url.host().is_none_or(str::is_empty) {
+            return Err(OptionsError(format!("{}: no host", self.url)));
+        }
+        if !self.cleartext && self.tls.is_none() {
+            return Err(OptionsError("TLS config missing".into()));
+        }
+        Ok(())
+    }
+
+    fn addr(&self) -> String {
+        let host = self.url.host().unwrap_or_default();
+        let port = self
+            .url
+            .port_u16()
+            .unwrap_or(if self.cleartext { 80 } else { 443 });
+        format!("{host}:{port}")
+    }
+}
+
+/// Where a [`Listener`] is, for health checks and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Connecting or waiting to retry; the last error, if any.
+    Down(Option<String>),
+    /// The control stream is up.
+    Up,
+    /// Stopped for good.
+    Closed(String),
+}
+
+/// The NAT side: accepts reverse connections dialed by the public server.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use h2rev2_proto::wire::DialerId;
+/// use h2rev2_tokio::{tls, Listener, ListenerOptions};
+///
+/// let trust = tls::ServerTrust::from_pem_file("ca.pem".as_ref())?;
+/// let tls = tls::client_config(trust, None, &[tls::ALPN_H2])?;
+/// let mut opts = ListenerOptions::new("https://public.example:9090", DialerId::new("db")?, tls)?;
+/// opts.token = Some("s3cret".into());
+/// let mut listener = h2rev2_tokio::Listener::bind(opts)?;
+/// loop {
+///     let conn = listener.accept().await?; // AsyncRead + AsyncWrite
+///     tokio::spawn(async move { /* serve HTTP or relay bytes on conn */ drop(conn) });
+/// }
+/// # }
+/// ```
+pub struct Listener {
+    accept: mpsc::Receiver<RevConn>,
+    close: mpsc::UnboundedSender<Internal>,
+    status: watch::Receiver<Status>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Starts the Listener's task (inside a tokio runtime). It connects in the
+    /// background and keeps reconnecting; this returns at once.
+    pub fn bind(opts: ListenerOptions) -> Result<Listener, OptionsError> {
+        opts.validate()?;
+        let (accept_tx, accept) = mpsc::channel(64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(Status::Down(None));
+        let seed = fastrand::u64(..);
+        let driver = Driver {
+            machine: Machine::new(opts.machine.clone(), seed),
+            opts,
+            tx: tx.clone(),
+            generation: 0,
+            h2: None,
+            control: None,
+            conn_task: None,
+            accept_tx,
+            status: status_tx,
+        };
+        tokio::spawn(driver.run(rx));
+        Ok(Listener {
+            accept,
+            close: tx,
+            status,
+        })
+    }
+
+    /// The next reverse connection. Fails only once the Listener is closed.
+    pub async fn accept(&mut self) -> io::Result<RevConn> {
+        self.accept.recv().await.ok_or_else(|| {
+            let why = match &*self.status.borrow() {
+                Status::Closed(r) => r.clone(),
+                _ => "listener closed".into(),
+            };
+            io::Error::new(io::ErrorKind::NotConnected, why)
+        })
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A watch of the status.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Waits until the control stream is up (or the Listener closed: `Err`).
+    pub async fn wait_up(&self) -> Result<(), String> {
+        let mut w = self.status.clone();
+        loop {
+            match &*w.borrow_and_update() {
+                Status::Up => return Ok(()),
+                Status::Closed(r) => return Err(r.clone()),
+                Status::Down(_) => {}
+            }
+            if w.changed().await.is_err() {
+                return Err("listener task ended".into());
+            }
+        }
+    }
+
+    /// Stops for good: the session ends and `accept` fails. Conns already accepted
+    /// live on until their connection closes.
+    pub fn close(&self) {
+        let _ = self.close.send(Internal::Close);
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+enum Internal {
+    Connected(u64, SendRequest<Bytes>, JoinHandle<()>),
+    ConnectFailed(u64, String),
+    ControlAccepted(u64, SendStream<Bytes>, RecvStream),
+    ControlRejected(u64, u16, String),
+    ControlData(u64, Bytes),
+    Disconnected(u64, String),
+    DataOpened(u64, u64),
+    DataFailed(u64, u64, String),
+    Close,
+}
+
+struct Driver {
+    machine: Machine,
+    opts: ListenerOptions,
+    tx: mpsc::UnboundedSender<Internal>,
+    generation: u64,
+    h2: Option<SendRequest<Bytes>>,
+    control: Option<SendStream<Bytes>>,
+    conn_task: Option<JoinHandle<()>>,
+    accept_tx: mpsc::Sender<RevConn>,
+    status: watch::Sender<Status>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Internal>) {
+        self.drain();
+        loop {
+            let timeout = self.machine.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => self.on_internal(m),
+                    None => return,
+                },
+                _ = sleep => self.machine.handle_timeout(Instant::now().into_std()),
+            }
+            if !self.drain() {
+                return;
+            }
+        }
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        let now = Instant::now().into_std();
+        let current = self.generation;
+        let ev = match msg {
+            Internal::Connected(g, h2, task) if g == current => {
+                self.h2 = Some(h2);
+                self.conn_task = Some(task);
+                Event::Connected
+            }
+            Internal::Connected(_, _, task) => {
+                task.abort();
+                return;
+            }
+            Internal::ConnectFailed(g, reason) if g == current => Event::ConnectFailed { reason },
+            Internal::ControlAccepted(g, send, recv) if g == current => {
+                self.control = Some(send);
+                tokio::spawn(read_control(g, recv, self.tx.clone()));
+                Event::ControlAccepted
+            }
+            Internal::ControlRejected(g, status, reason) if g == current => {
+                Event::ControlRejected { status, reason }
+            }
+            Internal::ControlData(g, data) if g == current => {
+                return self.machine.handle_event(now, Event::ControlData(&data));
+            }
+            Internal::Disconnected(g, reason) if g == current => {
+                self.teardown();
+                Event::Disconnected { reason }
+            }
+            Internal::DataOpened(g, request) if g == current => Event::DataOpened { request },
+            Internal::DataFailed(g, request, reason) if g == current => {
+                Event::DataFailed { request, reason }
+            }
+            Internal::Close => Event::Close,
+            _ => return, // a late event of an older connection
+        };
+        self.machine.handle_event(now, ev);
+    }
+
+    fn teardown(&mut self) {
+        self.h2 = None;
+        self.control = None;
+        if let Some(t) = self.conn_task.take() {
+            t.abort();
+        }
+    }
+
+    /// Carries out the machine's actions; `false` once closed.
+    fn drain(&mut self) -> bool {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Connect => {
+                    self.teardown();
+                    self.generation += 1;
+                    let g = self.generation;
+                    info!(url = %self.opts.url, id = %self.opts.machine.id, "Listener connecting");
+                    tokio::spawn(connect(g, self.opts.clone(), self.tx.clone()));
+                }
+                Action::OpenControl { path_and_query } => {
+                    let Some(h2) = self.h2.clone() else { continue };
+                    let req = self.request(&path_and_query);
+                    let g = self.generation;
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let msg = match open_control(h2, req).await {
+                            Ok(m) => m(g),
+                            Err(e) => Internal::Disconnected(g, e),
+                        };
+                        let _ = tx.send(msg);
+                    });
+                }
+                Action::OpenData {
+                    request,
+                    path_and_query,
+                } => {
+                    let Some(h2) = self.h2.clone() else { continue };
+                    let req = self.request(&path_and_query);
+                    let g = self.generation;
+                    let tx = self.tx.clone();
+                    let accept = self.accept_tx.clone();
+                    let conn_cfg = self.opts.conn;
+                    let label = self.opts.machine.id.to_string();
+                    tokio::spawn(async move {
+                        let msg = match open_data(h2, req).await {
+                            Ok((send, recv)) => {
+                                let conn = RevConn::new(send, recv, conn_cfg, label);
+                                let _ = tx.send(Internal::DataOpened(g, request));
+                                // Waits while the application is not accepting: backpressure.
+                                let _ = accept.send(conn).await;
+                                return;
+                            }
+                            Err(reason) => Internal::DataFailed(g, request, reason),
+                        };
+                        let _ = tx.send(msg);
+                    });
+                }
+                Action::SendControl(data) => {
+                    if let Some(c) = self.control.as_mut() {
+                        let _ = c.send_data(Bytes::from(data), false);
+                    }
+                }
+                Action::Disconnect { reason } => {
+                    debug!("disconnecting: {reason}");
+                    self.teardown();
+                }
+                Action::Up => {
+                    info!(id = %self.opts.machine.id, url = %self.opts.url, "Serving on Reverse connection");
+                    let _ = self.status.send(Status::Up);
+                }
+                Action::Down { reason, retry_in } => {
+                    warn!(id = %self.opts.machine.id, "reverse connection down: {reason}; retrying in {retry_in:?}");
+                    let _ = self.status.send(Status::Down(Some(reason)));
+                }
+                Action::Closed { reason } => {
+                    info!("Listener closed: {reason}");
+                    self.teardown();
+                    let _ = self.status.send(Status::Closed(reason));
+                    return false;
+                }
+            }
+        }
+        !matches!(self.machine.state(), State::Closed)
+    }
+
+    fn request(&self, path_and_query: &str) -> Request<()> {
+        let scheme = if self.opts.cleartext { "http" } else { "https" };
+        let authority = self
+            .opts
+            .url
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or_default();
+        let mut b = Request::builder()
+            .method("GET")
+            .uri(format!("{scheme}://{authority}{path_and_query}"));
+        if let Some(t) = &self.opts.token {
+            b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        b.body(()).expect("valid request")
+    }
+}
+
+type Outcome = Box<dyn FnOnce(u64) -> Internal + Send>;
+
+async fn open_control(h2: SendRequest<Bytes>, req: Request<()>) -> Result<Outcome, String> {
+    let mut h2 = h2.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+    let (fut, send) = h2
+        .send_request(req, false)
+        .map_err(|e| format!("cannot open the control stream: {e}"))?;
+    let resp = fut.await.map_err(|e| format!("control request failed: {e}"))?;
+    let status = resp.status().as_u16();
+    if status == 200 {
+        let recv = resp.into_body();
+        return Ok(Box::new(move |g| Internal::ControlAccepted(g, send, recv)));
+    }
+    let body = read_text(resp.into_body()).await;
+    Ok(Box::new(move |g| Internal::ControlRejected(g, status, body)))
+}
+
+async fn open_data(h2: SendRequest<Bytes>, req: Request<()>) -> Result<(SendStream<Bytes>, RecvStream), String> {
+    let mut h2 = h2.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+    let (fut, send) = h2
+        .send_request(req, false)
+        .map_err(|e| format!("cannot open a stream: {e}"))?;
+    let resp = fut.await.map_err(|e| format!("data stream failed: {e}"))?;
+    if resp.status() != 200 {
+        let status = resp.status();
+        let body = read_text(resp.into_body()).await;
+        return Err(format!("public server answered {status}: {body}"));
+    }
+    Ok((send, resp.into_body()))
+}
+
+async fn read_text(mut body: RecvStream) -> String {
+    let mut out = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+        if out.len() > 4096 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).trim().to_string()
+}
+
+async fn read_control(g: u64, mut body: RecvStream, tx: mpsc::UnboundedSender<Internal>) {
+    let reason = loop {
+        match body.data().await {
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                if tx.send(Internal::ControlData(g, data)).is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => break format!("control stream failed: {e}"),
+            None => break "control stream closed by the public server".to_string(),
+        }
+    };
+    let _ = tx.send(Internal::Disconnected(g, reason));
+}
+
+async fn connect(g: u64, opts: ListenerOptions, tx: mpsc::UnboundedSender<Internal>) {
+    let msg = match tokio::time::timeout(opts.connect_timeout, handshake(g, &opts, tx.clone())).await {
+        Ok(Ok((h2, task))) => Internal::Connected(g, h2, task),
+        Ok(Err(e)) => Internal::ConnectFailed(g, e),
+        Err(_) => Internal::ConnectFailed(g, format!("connecting to {} timed out", opts.addr())),
+    };
+    let _ = tx.send(msg);
+}
+
+async fn handshake(
+    g: u64,
+    opts: &ListenerOptions,
+    tx: mpsc::UnboundedSender<Internal>,
+) -> Result<(SendRequest<Bytes>, JoinHandle<()>), String> {
+    let addr = opts.addr();
+    let tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    if opts.cleartext {
+        return h2_handshake(g, opts, tcp, tx).await;
+    }
+    let tls = opts.tls.clone().ok_or("TLS config missing")?;
+    let name = crate::tls::server_name(opts.url.host().unwrap_or_default()).map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
+    if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+        return Err(format!("{addr} did not negotiate HTTP/2 (ALPN h2)"));
+    }
+    h2_handshake(g, opts, stream, tx).await
+}
+
+async fn h2_handshake<IO>(
+    g: u64,
+    opts: &ListenerOptions,
+    io: IO,
+    tx: mpsc::UnboundedSender<Internal>,
+) -> Result<(SendRequest<Bytes>, JoinHandle<()>), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (h2, mut conn) = opts
+        .h2
+        .client()
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+    let dead = crate::keepalive::spawn(conn.ping_pong(), opts.h2);
+    let task = tokio::spawn(async move {
+        let reason = tokio::select! {
+            r = &mut conn => match r {
+                Ok(()) => "connection closed by the public server".to_string(),
+                Err(e) => format!("connection lost: {e}"),
+            },
+            _ = dead => "PING timeout: the public server stopped answering".to_string(),
+        };
+        let _ = tx.send(Internal::Disconnected(g, reason));
+    });
+    Ok((h2, task))
+}

@@ -1,0 +1,391 @@
+//! The public side's reverse HTTP proxy (PROTOCOL.md 2.2 and 2.3), on hyper.
+//!
+//! Requests are forwarded as HTTP/1.1 over pooled reverse connections (hyper's client
+//! pool over [`crate::DialConnector`]), so keep-alive reuses conns instead of dialing per
+//! request as the Go package does. Bodies stream both ways chunk by chunk; `Upgrade`
+//! (WebSocket) becomes a raw byte pipe.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use h2rev2_proto::dialer::DialError;
+use h2rev2_proto::wire::{DialerId, Route};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::connector::{ConnectError, DialConnector};
+use crate::server::{Server, respond_text};
+
+/// A boxed error.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+/// The body type of proxied requests and responses.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// The pooled HTTP/1.1 client over reverse connections.
+pub(crate) type ProxyClient = Client<DialConnector, ProxyBody>;
+
+/// A text response.
+pub(crate) fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed())
+        .expect("static response")
+}
+
+fn client(server: &Server) -> &ProxyClient {
+    server.inner.client.get_or_init(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .set_host(false)
+            .build(DialConnector::new(server.clone()))
+    })
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named by `Connection`.
+/// Returns the `Upgrade` value when the message asks for a protocol upgrade.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut upgrade_requested = false;
+    for v in headers.get_all(header::CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if token.eq_ignore_ascii_case("upgrade") {
+                    upgrade_requested = true;
+                }
+                if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(n);
+                }
+            }
+        }
+    }
+    let upgrade = headers.remove(header::UPGRADE).filter(|_| upgrade_requested);
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(n);
+    }
+    headers.remove(header::PROXY_AUTHORIZATION);
+    upgrade
+}
+
+fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, host: Option<HeaderValue>, prefix: Option<&str>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let ip = peer.ip().to_string();
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(h) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+    }
+    if let Some(p) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-prefix"), p);
+    }
+}
+
+fn dial_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a DialError> {
+    let mut cur: Option<&'a (dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref::<ConnectError>() {
+            return c.dial_error();
+        }
+        if let Some(d) = err.downcast_ref::<DialError>() {
+            return Some(d);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Forwards `req` to the Listener `id` as `path_and_query`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn forward(
+    server: &Server,
+    req: Request<ProxyBody>,
+    id: DialerId,
+    path_and_query: String,
+    prefix: Option<String>,
+    peer: SocketAddr,
+    tls: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let uri: Uri = match format!("http://{id}{path_and_query}").parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("id {id:?} and path cannot form a request URL\n"),
+            );
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let upgrade = strip_hop_by_hop(&mut parts.headers).filter(|_| client_upgrade.is_some());
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::UPGRADE, u.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    append_forwarded(&mut parts.headers, peer, tls, host, prefix.as_deref());
+    match HeaderValue::from_str(id.as_str()) {
+        Ok(h) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        Err(_) => return text(StatusCode::BAD_REQUEST, "id cannot be a Host header\n".into()),
+    }
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let out = Request::from_parts(parts, body);
+    let mut resp = match client(server).request(out).await {
+        Ok(r) => r,
+        Err(e) => {
+            return match dial_error(&e) {
+                Some(d) => text(
+                    StatusCode::from_u16(d.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                    format!("h2rev2: {id}: {d}\n"),
+                ),
+                None => {
+                    debug!(%id, error = %e, "proxy: upstream request failed");
+                    text(StatusCode::BAD_GATEWAY, format!("h2rev2: {id}: upstream error: {e}\n"))
+                }
+            };
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream) {
+                    Ok((c, u)) => {
+                        let mut c = TokioIo::new(c);
+                        let mut u = TokioIo::new(u);
+                        if let Err(e) = crate::relay::relay(&mut c, &mut u).await {
+                            debug!(error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "upgrade failed"),
+                }
+            });
+            return resp.map(|b| b.map_err(BoxError::from).boxed());
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    resp.map(|b| b.map_err(BoxError::from).boxed())
+}
+
+/// Serves HTTP/1.1 Clients on `io`.
+pub(crate) async fn serve_http1<IO>(server: Server, io: IO, peer: SocketAddr, tls: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = server.shutdown_signal();
+    let cfg = server.config().clone();
+    let svc_server = server.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let server = svc_server.clone();
+        async move { Ok::<_, Infallible>(handle_http1(server, req, peer, tls).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.handshake_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(%peer, error = %e, "HTTP/1.1 connection ended");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        }
+    }
+}
+
+async fn handle_http1(server: Server, mut req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Response<ProxyBody> {
+    let route = server
+        .config()
+        .routes
+        .route(req.uri().path(), req.uri().query());
+    let (id, pq, prefix) = match route {
+        Ok(Route::Revdial(_)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "reverse connections need HTTP/2 (TLS with ALPN h2)\n".into(),
+            );
+        }
+        Ok(Route::Proxy {
+            id,
+            path_and_query,
+            prefix,
+        }) => (id, path_and_query, Some(prefix)),
+        Ok(Route::Default { id, path_and_query }) => (id, path_and_query, None),
+        Ok(Route::NotFound) => return text(StatusCode::NOT_FOUND, "no such route\n".into()),
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let wants_upgrade = req.headers().contains_key(header::UPGRADE);
+    let on_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let req = req.map(|b| b.map_err(BoxError::from).boxed());
+    forward(&server, req, id, pq, prefix, peer, tls, on_upgrade).await
+}
+
+/// An h2 request body as an [`http_body::Body`], releasing flow-control credit as
+/// hyper takes each chunk.
+struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => self.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+/// Sends `data` on an h2 stream, waiting for flow-control credit as needed.
+pub(crate) async fn send_all(send: &mut h2::SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let cap = loop {
+            let c = send.capacity();
+            if c > 0 {
+                break c;
+            }
+            match poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+            }
+        };
+        send.send_data(data.split_to(cap.min(data.len())), false)?;
+    }
+    Ok(())
+}
+
+/// Serves one proxied request of an HTTP/2 Client.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_h2_proxy(
+    server: Server,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    id: DialerId,
+    path_and_query: String,
+    prefix: Option<String>,
+    peer: SocketAddr,
+    tls: bool,
+) {
+    let req = req.map(|recv| {
+        H2Body {
+            recv,
+            data_done: false,
+        }
+        .map_err(BoxError::from)
+        .boxed()
+    });
+    let resp = forward(&server, req, id, path_and_query, prefix, peer, tls, None).await;
+    let (mut parts, mut body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_2;
+    let end = body.is_end_stream();
+    let mut send = match respond.send_response(Response::from_parts(parts, ()), end) {
+        Ok(s) => s,
+        Err(e) => return debug!(error = %e, "client went away before the response"),
+    };
+    if end {
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => {
+                    if send_all(&mut send, data).await.is_err() {
+                        return;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = send.send_trailers(trailers);
+                        return;
+                    }
+                }
+            },
+            Err(e) => {
+                debug!(error = %e, "upstream body failed");
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                return;
+            }
+        }
+    }
+    let _ = send.send_data(Bytes::new(), true);
+}
+
+/// Answers a request on an h2 stream that cannot be served.
+#[allow(dead_code)]
+pub(crate) fn refuse(respond: &mut SendResponse<Bytes>, status: StatusCode, msg: &str) {
+    respond_text(respond, status, msg);
+}

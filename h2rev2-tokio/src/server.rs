@@ -1,0 +1,763 @@
+//! The public side: accepts Listeners' reverse connections, dials them, and proxies
+//! Clients' requests through them.
+//!
+//! One driver task owns the core's [`Dialer`] machine; connection tasks feed it
+//! revdial requests and control bytes through a channel, and carry out nothing
+//! themselves. The driver answers streams, writes control messages and hands data
+//! streams to dials.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use h2::SendStream;
+use h2rev2_proto::auth::Credentials;
+use h2rev2_proto::conn::{CANCEL, ConnConfig};
+use h2rev2_proto::dialer::{
+    Action, ConnId, DialError, DialId, Dialer, DialerConfig, Event, Stats, StreamId, StreamKind,
+};
+use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
+use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::conn::RevConn;
+use crate::metrics::Metrics;
+use crate::settings::H2Settings;
+
+/// Settings of the public server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Route layout (base path, revdial segment, id key, default id).
+    pub routes: RouteConfig,
+    /// The core's settings: timeouts, limits, authentication.
+    pub dialer: DialerConfig,
+    /// HTTP/2 settings.
+    pub h2: H2Settings,
+    /// Reverse connection write coalescing.
+    pub conn: ConnConfig,
+    /// TLS handshake plus HTTP/2 preface (or first HTTP/1.1 request headers) must
+    /// complete within this. Default 10 s: a slowloris client holds nothing for long.
+    pub handshake_timeout: Duration,
+    /// Concurrent connections from one IP address. Default 256.
+    pub max_connections_per_ip: usize,
+    /// An HTTP/1.1 connection idle for this long is closed. Default 120 s.
+    pub idle_timeout: Duration,
+    /// Which part of a client certificate names an id (with
+    /// [`h2rev2_proto::auth::AuthPolicy::bind_ids_to_certificates`]).
+    pub cert_identity: crate::identity::CertIdentity,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            routes: RouteConfig::default(),
+            dialer: DialerConfig::default(),
+            h2: H2Settings::default(),
+            conn: ConnConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 256,
+            idle_timeout: Duration::from_secs(120),
+            cert_identity: Default::default(),
+        }
+    }
+}
+
+enum Cmd {
+    Revdial {
+        conn: ConnId,
+        stream: StreamId,
+        request: RevdialRequest,
+        bearer: Option<String>,
+        identities: Vec<String>,
+        respond: SendResponse<Bytes>,
+        body: RecvStream,
+        peer: SocketAddr,
+    },
+    ControlData {
+        stream: StreamId,
+        data: Bytes,
+    },
+    StreamClosed {
+        stream: StreamId,
+    },
+    ConnClosed {
+        conn: ConnId,
+    },
+    Dial {
+        dial: DialId,
+        id: DialerId,
+        reply: oneshot::Sender<Result<RevConn, DialError>>,
+    },
+    CancelDial {
+        dial: DialId,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+}
+
+pub(crate) struct Inner {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    pub(crate) config: ServerConfig,
+    next: AtomicU64,
+    pub(crate) metrics: Arc<Metrics>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    shutdown: watch::Sender<bool>,
+    pub(crate) client: std::sync::OnceLock<crate::proxy::ProxyClient>,
+}
+
+/// The public server (the Go package's `ReversePool`). Cheap to clone: every clone is a
+/// handle to the same server.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use h2rev2_tokio::{tls, Server, ServerConfig};
+/// use h2rev2_proto::wire::DialerId;
+///
+/// let mut config = ServerConfig::default();
+/// config.dialer.auth.add_token(DialerId::new("db")?, "s3cret");
+/// let server = Server::new(config);
+/// let (identity, _, _) = tls::Identity::self_signed(&["localhost".into()])?;
+/// let tls = tls::server_config(identity, None)?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
+/// tokio::spawn(server.clone().serve(listener, tls));
+///
+/// // Later: a byte connection to the NATed machine registered as "db".
+/// let conn = server.dial(&DialerId::new("db")?).await?;
+/// # drop(conn); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+struct CancelOnDrop<'a> {
+    server: &'a Server,
+    dial: DialId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.server.inner.cmd.send(Cmd::CancelDial { dial: self.dial });
+        }
+    }
+}
+
+impl Server {
+    /// Starts the server's driver task. Must be called inside a tokio runtime.
+    pub fn new(config: ServerConfig) -> Server {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::default());
+        let seed = fastrand::u64(..);
+        let dialer = Dialer::new(config.dialer.clone(), seed);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            cmd: tx.clone(),
+            config,
+            next: AtomicU64::new(1),
+            metrics: metrics.clone(),
+            per_ip: Mutex::new(HashMap::new()),
+            shutdown,
+            client: std::sync::OnceLock::new(),
+        });
+        let driver = Driver {
+            dialer,
+            cmd_tx: tx,
+            pending: HashMap::new(),
+            controls: HashMap::new(),
+            parked: HashMap::new(),
+            dials: HashMap::new(),
+            metrics,
+            conn_config: inner.config.conn,
+        };
+        tokio::spawn(driver.run(rx));
+        Server { inner }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Live counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next.fetch_add(1, Relaxed)
+    }
+
+    /// The core's counters (sessions, pending dials, spares).
+    pub async fn stats(&self) -> Stats {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.inner.cmd.send(Cmd::Stats { reply });
+        rx.await.unwrap_or_default()
+    }
+
+    /// A reverse connection to the Listener registered as `id`.
+    ///
+    /// Fails at once with [`DialError::NoSession`] when no Listener holds the id, and
+    /// with [`DialError::Timeout`] after the configured dial timeout. Dropping the
+    /// future cancels the dial.
+    pub async fn dial(&self, id: &DialerId) -> Result<RevConn, DialError> {
+        let started = Instant::now();
+        let dial = DialId(self.next_id());
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inner
+            .cmd
+            .send(Cmd::Dial {
+                dial,
+                id: id.clone(),
+                reply,
+            })
+            .is_err()
+        {
+            return Err(DialError::SessionClosed("server stopped".into()));
+        }
+        let mut guard = CancelOnDrop {
+            server: self,
+            dial,
+            armed: true,
+        };
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(DialError::SessionClosed("server stopped".into())));
+        guard.armed = false;
+        let m = &self.inner.metrics;
+        match &result {
+            Ok(_) => {
+                m.dials_ok.fetch_add(1, Relaxed);
+                m.observe_dial(started.elapsed());
+                debug!(%id, latency_us = started.elapsed().as_micros() as u64, "dial");
+            }
+            Err(e) => {
+                let slot = match e {
+                    DialError::NoSession => 0,
+                    DialError::Timeout => 1,
+                    DialError::PickupFailed(_) => 2,
+                    DialError::SessionClosed(_) => 3,
+                    DialError::Limit(_) => 4,
+                };
+                m.dial_errors[slot].fetch_add(1, Relaxed);
+                info!(%id, error = %e, "dial failed");
+            }
+        }
+        result
+    }
+
+    /// A signal that turns `true` when [`Server::shutdown`] starts.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY), and returns
+    /// when they are done or `deadline` has passed (then they are cut).
+    pub async fn shutdown(&self, deadline: Duration) {
+        let _ = self.inner.shutdown.send(true);
+        let until = Instant::now() + deadline;
+        while self.inner.metrics.connections.load(Relaxed) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Accepts TLS connections on `listener` until shutdown: HTTP/2 (ALPN `h2`) for
+    /// Listeners and Clients, HTTP/1.1 for Clients.
+    pub async fn serve(self, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let mut stop = self.shutdown_signal();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return Ok(()),
+            };
+            let Some(slot) = self.admit(peer) else {
+                debug!(%peer, "too many connections from this address");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let timeout = this.inner.config.handshake_timeout;
+                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                };
+                let (_, session) = tls.get_ref();
+                let h2 = session.alpn_protocol() == Some(crate::tls::ALPN_H2);
+                let identities = crate::identity::peer_identities(session, this.inner.config.cert_identity);
+                this.serve_connection(tls, peer, h2, identities, true).await;
+            });
+        }
+    }
+
+    /// Accepts cleartext HTTP/2 (prior knowledge) and HTTP/1.1 connections. Only for
+    /// tests and for deployments behind a TLS-terminating front proxy: opt-in.
+    pub async fn serve_cleartext(self, listener: TcpListener) -> io::Result<()> {
+        let mut stop = self.shutdown_signal();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => r?,
+                _ = stop.changed() => return Ok(()),
+            };
+            let Some(slot) = self.admit(peer) else { continue };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let mut preface = [0u8; 3];
+                let h2 = matches!(tcp.peek(&mut preface).await, Ok(3) if &preface == b"PRI");
+                this.serve_connection(tcp, peer, h2, Vec::new(), false).await;
+            });
+        }
+    }
+
+    fn admit(&self, peer: SocketAddr) -> Option<IpSlot> {
+        let mut map = self.inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(peer.ip()).or_insert(0);
+        if *n >= self.inner.config.max_connections_per_ip {
+            self.inner.metrics.limit_refusals.fetch_add(1, Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            server: self.clone(),
+            ip: peer.ip(),
+        })
+    }
+
+    /// Serves one established connection (TLS already done, or cleartext).
+    /// `h2` selects HTTP/2; otherwise HTTP/1.1. `identities` are the verified client
+    /// certificate's identities (for certificate-bound ids).
+    pub async fn serve_connection<IO>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        h2: bool,
+        identities: Vec<String>,
+        tls: bool,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let m = self.inner.metrics.clone();
+        m.connections.fetch_add(1, Relaxed);
+        if h2 {
+            self.serve_h2(io, peer, identities, tls).await;
+        } else {
+            crate::proxy::serve_http1(self.clone(), io, peer, tls).await;
+        }
+        m.connections.fetch_sub(1, Relaxed);
+    }
+
+    async fn serve_h2<IO>(&self, io: IO, peer: SocketAddr, identities: Vec<String>, tls: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let cfg = &self.inner.config;
+        let handshake = cfg.h2.server().handshake::<_, Bytes>(io);
+        let mut conn = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return debug!(%peer, error = %e, "HTTP/2 handshake failed"),
+            Err(_) => return debug!(%peer, "HTTP/2 handshake timed out"),
+        };
+        let conn_id = ConnId(self.next_id());
+        let mut dead = crate::keepalive::spawn(conn.ping_pong(), cfg.h2);
+        let mut stop = self.shutdown_signal();
+        let mut draining = false;
+        let mut drain_deadline = std::pin::pin!(tokio::time::sleep(Duration::MAX / 4));
+        loop {
+            tokio::select! {
+                next = conn.accept() => match next {
+                    Some(Ok((req, respond))) => {
+                        self.on_h2_request(conn_id, peer, &identities, req, respond, tls);
+                    }
+                    Some(Err(e)) => {
+                        debug!(%peer, error = %e, "HTTP/2 connection error");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = &mut dead => {
+                    info!(%peer, "HTTP/2 PING timeout: connection is dead");
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    break;
+                }
+                _ = stop.changed(), if !draining => {
+                    draining = true;
+                    conn.graceful_shutdown();
+                    drain_deadline.as_mut().reset(Instant::now() + Duration::from_secs(30));
+                }
+                _ = &mut drain_deadline => break,
+            }
+        }
+        let _ = self.inner.cmd.send(Cmd::ConnClosed { conn: conn_id });
+    }
+
+    fn on_h2_request(
+        &self,
+        conn: ConnId,
+        peer: SocketAddr,
+        identities: &[String],
+        req: Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+        tls: bool,
+    ) {
+        let route = self
+            .inner
+            .config
+            .routes
+            .route(req.uri().path(), req.uri().query());
+        match route {
+            Ok(Route::Revdial(request)) => {
+                let bearer = bearer_token(req.headers());
+                let stream = StreamId(self.next_id());
+                let (_, body) = req.into_parts();
+                let _ = self.inner.cmd.send(Cmd::Revdial {
+                    conn,
+                    stream,
+                    request,
+                    bearer,
+                    identities: identities.to_vec(),
+                    respond,
+                    body,
+                    peer,
+                });
+            }
+            Ok(Route::Proxy {
+                id,
+                path_and_query,
+                prefix,
+            }) => {
+                let this = self.clone();
+                tokio::spawn(crate::proxy::serve_h2_proxy(
+                    this,
+                    req,
+                    respond,
+                    id,
+                    path_and_query,
+                    Some(prefix),
+                    peer,
+                    tls,
+                ));
+            }
+            Ok(Route::Default { id, path_and_query }) => {
+                let this = self.clone();
+                tokio::spawn(crate::proxy::serve_h2_proxy(
+                    this,
+                    req,
+                    respond,
+                    id,
+                    path_and_query,
+                    None,
+                    peer,
+                    tls,
+                ));
+            }
+            Ok(Route::NotFound) => respond_text(&mut respond, StatusCode::NOT_FOUND, "no such route\n"),
+            Err(e) => respond_text(&mut respond, StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        }
+    }
+
+    /// Forwards TCP connections accepted on `listener` to the Listener `id`, until
+    /// shutdown: raw TCP forwarding.
+    pub async fn forward_tcp(self, listener: TcpListener, id: DialerId) -> io::Result<()> {
+        let mut stop = self.shutdown_signal();
+        loop {
+            let (mut tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => return Ok(()),
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                match this.dial(&id).await {
+                    Ok(mut conn) => {
+                        if let Err(e) = crate::relay::relay(&mut tcp, &mut conn).await {
+                            debug!(%peer, %id, error = %e, "TCP forward ended");
+                        }
+                    }
+                    Err(e) => info!(%peer, %id, error = %e, "TCP forward: dial failed"),
+                }
+            });
+        }
+    }
+}
+
+struct IpSlot {
+    server: Server,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .server
+            .inner
+            .per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+pub(crate) fn respond_text(respond: &mut SendResponse<Bytes>, status: StatusCode, body: &str) {
+    let resp = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(())
+        .expect("static response");
+    if let Ok(mut send) = respond.send_response(resp, false) {
+        let _ = send.send_data(Bytes::copy_from_slice(body.as_bytes()), true);
+    }
+}
+
+struct Driver {
+    dialer: Dialer,
+    cmd_tx: mpsc::UnboundedSender<Cmd>,
+    pending: HashMap<StreamId, (SendResponse<Bytes>, RecvStream, SocketAddr, DialerId)>,
+    controls: HashMap<StreamId, SendStream<Bytes>>,
+    parked: HashMap<StreamId, (SendStream<Bytes>, RecvStream, DialerId)>,
+    dials: HashMap<DialId, oneshot::Sender<Result<RevConn, DialError>>>,
+    metrics: Arc<Metrics>,
+    conn_config: ConnConfig,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        loop {
+            let timeout = self.dialer.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => return,
+                },
+                _ = sleep => self.dialer.handle_timeout(Instant::now().into_std()),
+            }
+            self.drain();
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        let now = Instant::now().into_std();
+        let result = match cmd {
+            Cmd::Revdial {
+                conn,
+                stream,
+                request,
+                bearer,
+                identities,
+                respond,
+                body,
+                peer,
+            } => {
+                self.pending
+                    .insert(stream, (respond, body, peer, request.id.clone()));
+                let credentials = Credentials {
+                    bearer: bearer.as_deref(),
+                    cert_identities: &identities,
+                };
+                self.dialer.handle_event(
+                    now,
+                    Event::Revdial {
+                        conn,
+                        stream,
+                        request,
+                        credentials,
+                    },
+                )
+            }
+            Cmd::ControlData { stream, data } => self
+                .dialer
+                .handle_event(now, Event::ControlData { stream, data: &data }),
+            Cmd::StreamClosed { stream } => {
+                self.controls.remove(&stream);
+                self.parked.remove(&stream);
+                self.dialer.handle_event(now, Event::StreamClosed { stream })
+            }
+            Cmd::ConnClosed { conn } => self.dialer.handle_event(now, Event::ConnectionClosed { conn }),
+            Cmd::Dial { dial, id, reply } => {
+                self.dials.insert(dial, reply);
+                self.dialer.handle_event(now, Event::Dial { dial, id })
+            }
+            Cmd::CancelDial { dial } => {
+                self.dials.remove(&dial);
+                self.dialer.handle_event(now, Event::CancelDial { dial })
+            }
+            Cmd::Stats { reply } => {
+                let _ = reply.send(self.dialer.stats());
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            // A bug in this adapter; say so loudly, but keep serving.
+            warn!(error = %e, "h2rev2 adapter bug");
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.dialer.poll_action() {
+            match action {
+                Action::Accept { stream, kind } => {
+                    let Some((mut respond, body, peer, id)) = self.pending.remove(&stream) else {
+                        continue;
+                    };
+                    let resp = Response::builder().status(200).body(()).expect("static");
+                    let send = match respond.send_response(resp, false) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            debug!(error = %e, "revdial stream gone before its answer");
+                            let _ = self.cmd_tx.send(Cmd::StreamClosed { stream });
+                            continue;
+                        }
+                    };
+                    match kind {
+                        StreamKind::Control(_) => {
+                            info!(%id, %peer, "created reverse connection control stream");
+                            self.controls.insert(stream, send);
+                            tokio::spawn(read_control(stream, body, self.cmd_tx.clone()));
+                        }
+                        StreamKind::Data(_) => {
+                            debug!(%id, %peer, "reverse connection stream ready");
+                            self.parked.insert(stream, (send, body, id));
+                        }
+                    }
+                }
+                Action::Reject {
+                    stream,
+                    status,
+                    reason,
+                } => {
+                    if let Some((mut respond, _, peer, id)) = self.pending.remove(&stream) {
+                        if status == 401 || status == 403 {
+                            self.metrics.auth_failures.fetch_add(1, Relaxed);
+                            warn!(%peer, status, "revdial request refused: {reason}");
+                        } else {
+                            self.metrics.limit_refusals.fetch_add(u64::from(status == 429 || status == 503), Relaxed);
+                            info!(%peer, %id, status, "revdial request refused: {reason}");
+                        }
+                        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                        respond_text(&mut respond, status, &format!("{reason}\n"));
+                    }
+                }
+                Action::SendControl { stream, data } => {
+                    if let Some(send) = self.controls.get_mut(&stream) {
+                        let _ = send.send_data(Bytes::from(data), false);
+                    }
+                }
+                Action::Reset { stream, reason } => {
+                    debug!(?stream, "reset: {reason}");
+                    if let Some(mut s) = self.controls.remove(&stream) {
+                        s.send_reset(h2::Reason::from(CANCEL));
+                    }
+                    if let Some((mut s, _, _)) = self.parked.remove(&stream) {
+                        s.send_reset(h2::Reason::from(CANCEL));
+                    }
+                }
+                Action::DialReady { dial, stream } => {
+                    let Some((send, recv, id)) = self.parked.remove(&stream) else {
+                        continue;
+                    };
+                    let conn = RevConn::new(send, recv, self.conn_config, id.to_string())
+                        .with_metrics(self.metrics.clone(), true);
+                    if let Some(reply) = self.dials.remove(&dial) {
+                        let _ = reply.send(Ok(conn));
+                    }
+                }
+                Action::DialFailed { dial, error } => {
+                    if let Some(reply) = self.dials.remove(&dial) {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+                Action::SessionUp { session, id, conn } => {
+                    self.metrics.sessions.fetch_add(1, Relaxed);
+                    info!(%id, session = session.index(), conn = conn.0, "session up");
+                }
+                Action::SessionDown {
+                    session,
+                    id,
+                    reason,
+                } => {
+                    self.metrics.sessions.fetch_sub(1, Relaxed);
+                    info!(%id, session = session.index(), "session down: {reason}");
+                }
+            }
+        }
+    }
+}
+
+async fn read_control(stream: StreamId, mut body: RecvStream, tx: mpsc::UnboundedSender<Cmd>) {
+    loop {
+        match body.data().await {
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                if !data.is_empty() && tx.send(Cmd::ControlData { stream, data }).is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, "control stream error");
+                break;
+            }
+            None => break,
+        }
+    }
+    let _ = tx.send(Cmd::StreamClosed { stream });
+}
