@@ -44,7 +44,9 @@ impl fmt::Debug for RevConn {
 
 fn h2_error_to_io(e: h2::Error) -> io::Error {
     if e.is_io() {
-        return e.into_io().unwrap_or_else(|| io::Error::other("h2 I/O error"));
+        return e
+            .into_io()
+            .unwrap_or_else(|| io::Error::other("h2 I/O error"));
     }
     let kind = match e.reason() {
         Some(r) if e.is_reset() || e.is_go_away() => {
@@ -58,7 +60,12 @@ fn h2_error_to_io(e: h2::Error) -> io::Error {
 
 impl RevConn {
     /// Wraps an HTTP/2 stream whose headers have been exchanged.
-    pub fn new(send: SendStream<Bytes>, recv: RecvStream, config: ConnConfig, label: String) -> Self {
+    pub fn new(
+        send: SendStream<Bytes>,
+        recv: RecvStream,
+        config: ConnConfig,
+        label: String,
+    ) -> Self {
         RevConn {
             send,
             recv,

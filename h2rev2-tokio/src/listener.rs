@@ -69,7 +69,11 @@ impl std::error::Error for OptionsError {}
 impl ListenerOptions {
     /// Options for registering `id` at the public server `url`
     /// (`https://host:port/base`). The URL's path becomes the base path.
-    pub fn new(url: &str, id: DialerId, tls: Arc<rustls::ClientConfig>) -> Result<Self, OptionsError> {
+    pub fn new(
+        url: &str,
+        id: DialerId,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, OptionsError> {
         let uri: Uri = url
             .parse()
             .map_err(|e| OptionsError(format!("bad URL {url:?}: {e}")))?;
@@ -437,22 +441,35 @@ impl Driver {
 type Outcome = Box<dyn FnOnce(u64) -> Internal + Send>;
 
 async fn open_control(h2: SendRequest<Bytes>, req: Request<()>) -> Result<Outcome, String> {
-    let mut h2 = h2.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+    let mut h2 = h2
+        .ready()
+        .await
+        .map_err(|e| format!("connection not ready: {e}"))?;
     let (fut, send) = h2
         .send_request(req, false)
         .map_err(|e| format!("cannot open the control stream: {e}"))?;
-    let resp = fut.await.map_err(|e| format!("control request failed: {e}"))?;
+    let resp = fut
+        .await
+        .map_err(|e| format!("control request failed: {e}"))?;
     let status = resp.status().as_u16();
     if status == 200 {
         let recv = resp.into_body();
         return Ok(Box::new(move |g| Internal::ControlAccepted(g, send, recv)));
     }
     let body = read_text(resp.into_body()).await;
-    Ok(Box::new(move |g| Internal::ControlRejected(g, status, body)))
+    Ok(Box::new(move |g| {
+        Internal::ControlRejected(g, status, body)
+    }))
 }
 
-async fn open_data(h2: SendRequest<Bytes>, req: Request<()>) -> Result<(SendStream<Bytes>, RecvStream), String> {
-    let mut h2 = h2.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+async fn open_data(
+    h2: SendRequest<Bytes>,
+    req: Request<()>,
+) -> Result<(SendStream<Bytes>, RecvStream), String> {
+    let mut h2 = h2
+        .ready()
+        .await
+        .map_err(|e| format!("connection not ready: {e}"))?;
     let (fut, send) = h2
         .send_request(req, false)
         .map_err(|e| format!("cannot open a stream: {e}"))?;
@@ -494,7 +511,9 @@ async fn read_control(g: u64, mut body: RecvStream, tx: mpsc::UnboundedSender<In
 }
 
 async fn connect(g: u64, opts: ListenerOptions, tx: mpsc::UnboundedSender<Internal>) {
-    let msg = match tokio::time::timeout(opts.connect_timeout, handshake(g, &opts, tx.clone())).await {
+    let msg = match tokio::time::timeout(opts.connect_timeout, handshake(g, &opts, tx.clone()))
+        .await
+    {
         Ok(Ok((h2, task))) => Internal::Connected(g, h2, task),
         Ok(Err(e)) => Internal::ConnectFailed(g, e),
         Err(_) => Internal::ConnectFailed(g, format!("connecting to {} timed out", opts.addr())),
@@ -516,7 +535,8 @@ async fn handshake(
         return h2_handshake(g, opts, tcp, tx).await;
     }
     let tls = opts.tls.clone().ok_or("TLS config missing")?;
-    let name = crate::tls::server_name(opts.url.host().unwrap_or_default()).map_err(|e| e.to_string())?;
+    let name =
+        crate::tls::server_name(opts.url.host().unwrap_or_default()).map_err(|e| e.to_string())?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await

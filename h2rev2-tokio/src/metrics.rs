@@ -36,8 +36,13 @@ pub struct Metrics {
 }
 
 /// Names of [`Metrics::dial_errors`] slots.
-pub const DIAL_ERROR_KINDS: [&str; 5] =
-    ["no_session", "timeout", "pickup_failed", "session_closed", "limit"];
+pub const DIAL_ERROR_KINDS: [&str; 5] = [
+    "no_session",
+    "timeout",
+    "pickup_failed",
+    "session_closed",
+    "limit",
+];
 
 impl Metrics {
     /// Records the latency of a successful dial.
@@ -59,25 +64,91 @@ impl Metrics {
         let g = |o: &mut String, name: &str, help: &str, kind: &str, v: String| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        g(&mut o, "h2rev2_sessions", "Live Listener sessions.", "gauge", self.sessions.load(Relaxed).to_string());
-        g(&mut o, "h2rev2_open_conns", "Open reverse connections.", "gauge", self.open_conns.load(Relaxed).to_string());
-        g(&mut o, "h2rev2_connections", "Client and Listener connections being served.", "gauge", self.connections.load(Relaxed).to_string());
-        g(&mut o, "h2rev2_bytes_in_total", "Bytes read from reverse connections.", "counter", self.bytes_in.load(Relaxed).to_string());
-        g(&mut o, "h2rev2_bytes_out_total", "Bytes written to reverse connections.", "counter", self.bytes_out.load(Relaxed).to_string());
-        g(&mut o, "h2rev2_dials_total", "Successful dials.", "counter", self.dials_ok.load(Relaxed).to_string());
-        g(&mut o, "h2rev2_auth_failures_total", "Revdial requests refused by authentication.", "counter", self.auth_failures.load(Relaxed).to_string());
-        g(&mut o, "h2rev2_limit_refusals_total", "Requests refused by a limit.", "counter", self.limit_refusals.load(Relaxed).to_string());
-        let _ = writeln!(o, "# HELP h2rev2_dial_errors_total Failed dials by kind.\n# TYPE h2rev2_dial_errors_total counter");
+        g(
+            &mut o,
+            "h2rev2_sessions",
+            "Live Listener sessions.",
+            "gauge",
+            self.sessions.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_open_conns",
+            "Open reverse connections.",
+            "gauge",
+            self.open_conns.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_connections",
+            "Client and Listener connections being served.",
+            "gauge",
+            self.connections.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_bytes_in_total",
+            "Bytes read from reverse connections.",
+            "counter",
+            self.bytes_in.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_bytes_out_total",
+            "Bytes written to reverse connections.",
+            "counter",
+            self.bytes_out.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_dials_total",
+            "Successful dials.",
+            "counter",
+            self.dials_ok.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_auth_failures_total",
+            "Revdial requests refused by authentication.",
+            "counter",
+            self.auth_failures.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_limit_refusals_total",
+            "Requests refused by a limit.",
+            "counter",
+            self.limit_refusals.load(Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP h2rev2_dial_errors_total Failed dials by kind.\n# TYPE h2rev2_dial_errors_total counter"
+        );
         for (i, k) in DIAL_ERROR_KINDS.iter().enumerate() {
-            let _ = writeln!(o, "h2rev2_dial_errors_total{{kind=\"{k}\"}} {}", self.dial_errors[i].load(Relaxed));
+            let _ = writeln!(
+                o,
+                "h2rev2_dial_errors_total{{kind=\"{k}\"}} {}",
+                self.dial_errors[i].load(Relaxed)
+            );
         }
-        let _ = writeln!(o, "# HELP h2rev2_dial_seconds Dial latency.\n# TYPE h2rev2_dial_seconds histogram");
+        let _ = writeln!(
+            o,
+            "# HELP h2rev2_dial_seconds Dial latency.\n# TYPE h2rev2_dial_seconds histogram"
+        );
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(o, "h2rev2_dial_seconds_bucket{{le=\"{b}\"}} {}", self.latency_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                o,
+                "h2rev2_dial_seconds_bucket{{le=\"{b}\"}} {}",
+                self.latency_buckets[i].load(Relaxed)
+            );
         }
         let count = self.latency_count.load(Relaxed);
         let _ = writeln!(o, "h2rev2_dial_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(o, "h2rev2_dial_seconds_sum {}", self.latency_sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(
+            o,
+            "h2rev2_dial_seconds_sum {}",
+            self.latency_sum_ns.load(Relaxed) as f64 / 1e9
+        );
         let _ = writeln!(o, "h2rev2_dial_seconds_count {count}");
         o
     }

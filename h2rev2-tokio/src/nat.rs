@@ -27,7 +27,7 @@ pub struct HttpProxyOptions {
     /// Strip this prefix from request paths (e.g. `/proxy/001` when the public server is
     /// the Go package, which forwards full paths).
     pub strip_prefix: Option<String>,
-    /// TLS settings for an `https://` target (ALPN is set to `http/1.1`).
+    /// TLS settings for an `https://` target (its ALPN is replaced by `http/1.1`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Keep the Client's `Host` header instead of the target's authority.
     pub preserve_host: bool,
@@ -54,7 +54,10 @@ pub async fn serve_http_proxy(mut listener: Listener, opts: HttpProxyOptions) ->
     if scheme != "http" && scheme != "https" || opts.target.authority().is_none() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("proxy target {} must be http://host[:port] or https://host[:port]", opts.target),
+            format!(
+                "proxy target {} must be http://host[:port] or https://host[:port]",
+                opts.target
+            ),
         ));
     }
     let tls = match &opts.tls {
@@ -68,7 +71,8 @@ pub async fn serve_http_proxy(mut listener: Listener, opts: HttpProxyOptions) ->
         }
     };
     let mut tls = tls;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // hyper-rustls sets ALPN itself (http/1.1 only here).
+    tls.alpn_protocols = Vec::new();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -116,7 +120,10 @@ fn target_uri(opts: &HttpProxyOptions, req_uri: &Uri) -> Result<Uri, String> {
     let mut s = format!(
         "{}://{}{}{}",
         opts.target.scheme_str().unwrap_or("http"),
-        opts.target.authority().map(|a| a.as_str()).unwrap_or_default(),
+        opts.target
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or_default(),
         base,
         path
     );
@@ -127,7 +134,11 @@ fn target_uri(opts: &HttpProxyOptions, req_uri: &Uri) -> Result<Uri, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 
-async fn forward(client: &Upstream, opts: &HttpProxyOptions, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(
+    client: &Upstream,
+    opts: &HttpProxyOptions,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let uri = match target_uri(opts, req.uri()) {
         Ok(u) => u,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request path: {e}\n")),
@@ -145,7 +156,10 @@ async fn forward(client: &Upstream, opts: &HttpProxyOptions, mut req: Request<In
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     if !opts.preserve_host {
-        if let Some(a) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(a) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             parts.headers.insert(header::HOST, a);
         }
     }

@@ -85,7 +85,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
-    let upgrade = headers.remove(header::UPGRADE).filter(|_| upgrade_requested);
+    let upgrade = headers
+        .remove(header::UPGRADE)
+        .filter(|_| upgrade_requested);
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(n);
     }
@@ -93,7 +95,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
-fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, host: Option<HeaderValue>, prefix: Option<&str>) {
+fn append_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    tls: bool,
+    host: Option<HeaderValue>,
+    prefix: Option<&str>,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let ip = peer.ip().to_string();
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -151,11 +159,12 @@ pub(crate) async fn forward(
         }
     };
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let upgrade = strip_hop_by_hop(&mut parts.headers).filter(|_| client_upgrade.is_some());
     if let Some(u) = &upgrade {
         parts.headers.insert(header::UPGRADE, u.clone());
@@ -168,7 +177,12 @@ pub(crate) async fn forward(
         Ok(h) => {
             parts.headers.insert(header::HOST, h);
         }
-        Err(_) => return text(StatusCode::BAD_REQUEST, "id cannot be a Host header\n".into()),
+        Err(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "id cannot be a Host header\n".into(),
+            );
+        }
     }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
@@ -183,7 +197,10 @@ pub(crate) async fn forward(
                 ),
                 None => {
                     debug!(%id, error = %e, "proxy: upstream request failed");
-                    text(StatusCode::BAD_GATEWAY, format!("h2rev2: {id}: upstream error: {e}\n"))
+                    text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("h2rev2: {id}: upstream error: {e}\n"),
+                    )
                 }
             };
         }
@@ -241,7 +258,12 @@ where
     }
 }
 
-async fn handle_http1(server: Server, mut req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Response<ProxyBody> {
+async fn handle_http1(
+    server: Server,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<ProxyBody> {
     let route = server
         .config()
         .routes
@@ -308,7 +330,10 @@ impl Body for H2Body {
 }
 
 /// Sends `data` on an h2 stream, waiting for flow-control credit as needed.
-pub(crate) async fn send_all(send: &mut h2::SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+pub(crate) async fn send_all(
+    send: &mut h2::SendStream<Bytes>,
+    mut data: Bytes,
+) -> Result<(), h2::Error> {
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let cap = loop {

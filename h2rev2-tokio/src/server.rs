@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::RecvStream;
-use h2::server::SendResponse;
 use h2::SendStream;
+use h2::server::SendResponse;
 use h2rev2_proto::auth::Credentials;
 use h2rev2_proto::conn::{CANCEL, ConnConfig};
 use h2rev2_proto::dialer::{
@@ -156,7 +156,11 @@ struct CancelOnDrop<'a> {
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.server.inner.cmd.send(Cmd::CancelDial { dial: self.dial });
+            let _ = self
+                .server
+                .inner
+                .cmd
+                .send(Cmd::CancelDial { dial: self.dial });
         }
     }
 }
@@ -282,7 +286,11 @@ impl Server {
 
     /// Accepts TLS connections on `listener` until shutdown: HTTP/2 (ALPN `h2`) for
     /// Listeners and Clients, HTTP/1.1 for Clients.
-    pub async fn serve(self, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<()> {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let mut stop = self.shutdown_signal();
         loop {
@@ -315,7 +323,8 @@ impl Server {
                 };
                 let (_, session) = tls.get_ref();
                 let h2 = session.alpn_protocol() == Some(crate::tls::ALPN_H2);
-                let identities = crate::identity::peer_identities(session, this.inner.config.cert_identity);
+                let identities =
+                    crate::identity::peer_identities(session, this.inner.config.cert_identity);
                 this.serve_connection(tls, peer, h2, identities, true).await;
             });
         }
@@ -330,14 +339,17 @@ impl Server {
                 r = listener.accept() => r?,
                 _ = stop.changed() => return Ok(()),
             };
-            let Some(slot) = self.admit(peer) else { continue };
+            let Some(slot) = self.admit(peer) else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let mut preface = [0u8; 3];
                 let h2 = matches!(tcp.peek(&mut preface).await, Ok(3) if &preface == b"PRI");
-                this.serve_connection(tcp, peer, h2, Vec::new(), false).await;
+                this.serve_connection(tcp, peer, h2, Vec::new(), false)
+                    .await;
             });
         }
     }
@@ -483,7 +495,9 @@ impl Server {
                     tls,
                 ));
             }
-            Ok(Route::NotFound) => respond_text(&mut respond, StatusCode::NOT_FOUND, "no such route\n"),
+            Ok(Route::NotFound) => {
+                respond_text(&mut respond, StatusCode::NOT_FOUND, "no such route\n")
+            }
             Err(e) => respond_text(&mut respond, StatusCode::BAD_REQUEST, &format!("{e}\n")),
         }
     }
@@ -624,15 +638,22 @@ impl Driver {
                     },
                 )
             }
-            Cmd::ControlData { stream, data } => self
-                .dialer
-                .handle_event(now, Event::ControlData { stream, data: &data }),
+            Cmd::ControlData { stream, data } => self.dialer.handle_event(
+                now,
+                Event::ControlData {
+                    stream,
+                    data: &data,
+                },
+            ),
             Cmd::StreamClosed { stream } => {
                 self.controls.remove(&stream);
                 self.parked.remove(&stream);
-                self.dialer.handle_event(now, Event::StreamClosed { stream })
+                self.dialer
+                    .handle_event(now, Event::StreamClosed { stream })
             }
-            Cmd::ConnClosed { conn } => self.dialer.handle_event(now, Event::ConnectionClosed { conn }),
+            Cmd::ConnClosed { conn } => self
+                .dialer
+                .handle_event(now, Event::ConnectionClosed { conn }),
             Cmd::Dial { dial, id, reply } => {
                 self.dials.insert(dial, reply);
                 self.dialer.handle_event(now, Event::Dial { dial, id })
@@ -690,10 +711,13 @@ impl Driver {
                             self.metrics.auth_failures.fetch_add(1, Relaxed);
                             warn!(%peer, status, "revdial request refused: {reason}");
                         } else {
-                            self.metrics.limit_refusals.fetch_add(u64::from(status == 429 || status == 503), Relaxed);
+                            self.metrics
+                                .limit_refusals
+                                .fetch_add(u64::from(status == 429 || status == 503), Relaxed);
                             info!(%peer, %id, status, "revdial request refused: {reason}");
                         }
-                        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                        let status =
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
                         respond_text(&mut respond, status, &format!("{reason}\n"));
                     }
                 }

@@ -57,7 +57,10 @@ impl Identity {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         let certs = load_certs(cert)?;
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-            TlsError(format!("cannot read a private key from {}: {e}", key.display()))
+            TlsError(format!(
+                "cannot read a private key from {}: {e}",
+                key.display()
+            ))
         })?;
         Ok(Identity { certs, key })
     }
@@ -101,13 +104,20 @@ fn ring_sha256(data: &[u8]) -> Vec<u8> {
 
 /// Loads every certificate of a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError(format!("cannot read certificates from {}: {e}", path.display())))?;
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| {
+        TlsError(format!(
+            "cannot read certificates from {}: {e}",
+            path.display()
+        ))
+    })?;
     let certs: Vec<_> = iter
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError(format!("bad certificate in {}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(TlsError(format!("no certificate found in {}", path.display())));
+        return Err(TlsError(format!(
+            "no certificate found in {}",
+            path.display()
+        )));
     }
     Ok(certs)
 }
@@ -138,7 +148,11 @@ pub fn server_config(
     };
     let mut cfg = builder
         .with_single_cert(identity.certs, identity.key)
-        .map_err(|e| TlsError(format!("certificate and key do not form a usable pair: {e}")))?;
+        .map_err(|e| {
+            TlsError(format!(
+                "certificate and key do not form a usable pair: {e}"
+            ))
+        })?;
     cfg.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
     Ok(Arc::new(cfg))
 }
