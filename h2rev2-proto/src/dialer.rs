@@ -221,11 +221,12 @@ pub enum DialError {
 }
 
 impl DialError {
-    /// The HTTP status a proxy answers with (PROTOCOL.md 2.2).
+    /// The HTTP status a proxy answers with (PROTOCOL.md 2.2); a limit answers with
+    /// its own status ([`LimitError::status`]).
     pub fn status(&self) -> u16 {
         match self {
             DialError::Timeout => 504,
-            DialError::Limit(_) => 503,
+            DialError::Limit(l) => l.status(),
             _ => 502,
         }
     }
@@ -691,9 +692,13 @@ impl Dialer {
                 let control = s.control;
                 self.streams.remove(&stream);
                 self.actions.push_back(Action::DialReady { dial, stream });
+                // The replenishing `conn-ready` carries a token that names no dial: the
+                // stream it brings parks as a spare, and a `pickup-failed` for it (from
+                // a Listener of ours, which echoes the token) fails no waiting dial.
+                let token = self.new_token();
                 self.actions.push_back(Action::SendControl {
                     stream: control,
-                    data: ControlMessage::conn_ready(None).to_bytes(),
+                    data: ControlMessage::conn_ready(Some(&token)).to_bytes(),
                 });
                 return;
             }

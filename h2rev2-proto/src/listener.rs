@@ -160,6 +160,17 @@ pub enum Action {
     },
 }
 
+/// A data stream being opened.
+#[derive(Debug)]
+struct Opening {
+    request: u64,
+    /// The `conn-ready` token it answers, if any.
+    token: Option<String>,
+    /// Whether a `conn-ready` asked for it; a spare opened on the Listener's own
+    /// initiative answers nobody, and its failure is not reported.
+    asked: bool,
+}
+
 /// The NAT side's state machine.
 ///
 /// After [`Listener::new`], drain [`Listener::poll_action`]: the first action is
@@ -172,8 +183,8 @@ pub struct Listener {
     attempts: u32,
     decoder: Decoder,
     next_request: u64,
-    /// Tokens of data streams being opened, by request number.
-    opening: Vec<(u64, Option<String>)>,
+    /// Data streams being opened.
+    opening: Vec<Opening>,
     actions: VecDeque<Action>,
     rng: fastrand::Rng,
 }
@@ -237,7 +248,7 @@ impl Listener {
                     self.decoder = Decoder::new();
                     self.actions.push_back(Action::Up);
                     for _ in 0..self.config.spares {
-                        self.open_data(None);
+                        self.open_data(None, false);
                     }
                 }
             }
@@ -272,14 +283,16 @@ impl Listener {
                 }
             }
             Event::DataOpened { request } => {
-                self.opening.retain(|(r, _)| *r != request);
+                self.opening.retain(|o| o.request != request);
             }
             Event::DataFailed { request, reason } => {
-                let Some(i) = self.opening.iter().position(|(r, _)| *r == request) else {
+                let Some(i) = self.opening.iter().position(|o| o.request == request) else {
                     return;
                 };
-                let (_, token) = self.opening.swap_remove(i);
-                if matches!(self.state, State::Up { .. }) {
+                let Opening { token, asked, .. } = self.opening.swap_remove(i);
+                // A spare nobody asked for fails silently: a token-less `pickup-failed`
+                // would fail the oldest dial waiting on the Dialer, which is not its.
+                if asked && matches!(self.state, State::Up { .. }) {
                     let token = if self.config.mark_roles { token } else { None };
                     self.actions.push_back(Action::SendControl(
                         ControlMessage::pickup_failed(token.as_deref(), &reason).to_bytes(),
@@ -326,7 +339,7 @@ impl Listener {
             .revdial_path_and_query(&self.config.id, role, token)
     }
 
-    fn open_data(&mut self, token: Option<String>) {
+    fn open_data(&mut self, token: Option<String>, asked: bool) {
         let request = self.next_request;
         self.next_request += 1;
         let (role, tok) = if self.config.mark_roles {
@@ -335,7 +348,11 @@ impl Listener {
             (None, None)
         };
         let path_and_query = self.path(role, tok);
-        self.opening.push((request, token));
+        self.opening.push(Opening {
+            request,
+            token,
+            asked,
+        });
         self.actions.push_back(Action::OpenData {
             request,
             path_and_query,
@@ -347,7 +364,7 @@ impl Listener {
             match msg {
                 Ok(m) if m.command == Command::ConnReady => {
                     let token = (!m.conn_path.is_empty()).then_some(m.conn_path);
-                    self.open_data(token);
+                    self.open_data(token, true);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -362,12 +379,15 @@ impl Listener {
         }
     }
 
-    /// The backoff delay before attempt number `attempts` (0-based): full jitter over
-    /// `[0, min(max, initial * 2^attempts)]`.
+    /// The backoff delay after `attempts` failures in a row (1-based): full jitter over
+    /// `[0, min(max, initial * 2^(attempts - 1))]`, so the first delay is at most
+    /// `backoff_initial`.
     fn backoff(&mut self) -> Duration {
-        let cap = self.config.backoff_max.as_nanos() as u64;
-        let base = self.config.backoff_initial.as_nanos() as u64;
-        let exp = base.saturating_mul(1u64 << self.attempts.min(40)).min(cap);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let cap = nanos(self.config.backoff_max);
+        let base = nanos(self.config.backoff_initial);
+        let step = self.attempts.saturating_sub(1).min(40);
+        let exp = base.saturating_mul(1u64 << step).min(cap);
         Duration::from_nanos(self.rng.u64(0..=exp))
     }
 
