@@ -411,7 +411,14 @@ impl Driver {
                 }
                 Action::Closed { reason } => {
                     info!("Listener closed: {reason}");
-                    self.teardown();
+                    // End the session (reset the control stream) but let the HTTP/2
+                    // connection live while accepted conns still use it: its task
+                    // ends by itself when the last stream is done.
+                    if let Some(mut c) = self.control.take() {
+                        c.send_reset(h2::Reason::CANCEL);
+                    }
+                    self.h2 = None;
+                    drop(self.conn_task.take());
                     let _ = self.status.send(Status::Closed(reason));
                     return false;
                 }
