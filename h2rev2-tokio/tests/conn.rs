@@ -1,0 +1,251 @@
+//! Reverse connections as byte streams: `Server::dial` on the public side,
+//! `Listener::accept` on the NAT side, and PROTOCOL.md section 5 between them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use h2rev2_tokio::{Listener, RevConn, Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+/// A public server and a Listener `app` without spares, so that each dial pairs with
+/// the next accepted conn.
+async fn pair_setup(go_wire: bool) -> (Certs, Public, Listener) {
+    let certs = Certs::new();
+    let config = if go_wire {
+        let mut c = ServerConfig::default();
+        c.dialer.auth.allow_anonymous();
+        c
+    } else {
+        token_config(&[("app", "tok")])
+    };
+    let public = start_public(&certs, config).await;
+    let mut opts = listener_opts(&public, &certs, "app", (!go_wire).then_some("tok"));
+    opts.machine.spares = 0;
+    if go_wire {
+        opts.machine.mark_roles = false;
+    }
+    let listener = bind_listener(opts);
+    timeout(Duration::from_secs(10), listener.wait_up())
+        .await
+        .unwrap()
+        .unwrap();
+    (certs, public, listener)
+}
+
+/// One dial and the conn it became on the NAT side.
+async fn pair(server: &Server, listener: &mut Listener) -> (RevConn, RevConn) {
+    let app = id("app");
+    let (a, b) = timeout(Duration::from_secs(10), async {
+        tokio::join!(server.dial(&app), listener.accept())
+    })
+    .await
+    .expect("dial and accept within 10 s");
+    (a.unwrap(), b.unwrap())
+}
+
+async fn read_to_end(c: &mut RevConn) -> Vec<u8> {
+    let mut v = Vec::new();
+    timeout(Duration::from_secs(10), c.read_to_end(&mut v))
+        .await
+        .expect("EOF within 10 s")
+        .expect("clean EOF");
+    v
+}
+
+async fn half_close_both_ways(server: &Server, listener: &mut Listener) {
+    // The public side shuts down first.
+    let (mut a, mut b) = pair(server, listener).await;
+    a.write_all(b"request").await.unwrap();
+    a.shutdown().await.unwrap();
+    assert!(a.write_all(b"x").await.is_err(), "write after shutdown");
+    assert_eq!(read_to_end(&mut b).await, b"request");
+    // b still writes after seeing EOF; a still reads after its shutdown.
+    b.write_all(b"response part 1, ").await.unwrap();
+    b.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.write_all(b"part 2").await.unwrap();
+    b.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut a).await, b"response part 1, part 2");
+    // Reading past EOF stays EOF.
+    let mut buf = [0u8; 8];
+    assert_eq!(a.read(&mut buf).await.unwrap(), 0);
+    drop((a, b));
+
+    // The NAT side shuts down first, with a big payload.
+    let (mut a, mut b) = pair(server, listener).await;
+    let payload = pattern(3 << 20);
+    let writer = {
+        let payload = payload.clone();
+        tokio::spawn(async move {
+            b.write_all(&payload).await.unwrap();
+            b.shutdown().await.unwrap();
+            // Keep reading: the other direction is open.
+            let got = read_to_end(&mut b).await;
+            (b, got)
+        })
+    };
+    let got = read_to_end(&mut a).await;
+    assert!(got == payload, "payload differs ({} bytes)", got.len());
+    a.write_all(b"late answer").await.unwrap();
+    a.shutdown().await.unwrap();
+    let (_b, late) = timeout(Duration::from_secs(10), writer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(late, b"late answer");
+
+    // Dropping without shutdown aborts: the peer reads an error, not a clean EOF.
+    let (mut a, b) = pair(server, listener).await;
+    drop(b);
+    let mut v = Vec::new();
+    let r = timeout(Duration::from_secs(5), a.read_to_end(&mut v))
+        .await
+        .unwrap();
+    assert!(r.is_err(), "a dropped conn must not read as a clean EOF");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close() {
+    init_tracing();
+    let (_certs, public, mut listener) = pair_setup(false).await;
+    half_close_both_ways(&public.server, &mut listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_go_wire_behaviour() {
+    init_tracing();
+    let (_certs, public, mut listener) = pair_setup(true).await;
+    half_close_both_ways(&public.server, &mut listener).await;
+}
+
+/// 10,000 one-byte writes, with a flush after each or not, while the reader pauses
+/// 300 ms: the connection survives (no GOAWAY ENHANCE_YOUR_CALM), other streams keep
+/// working, and every byte arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_one_byte_writes() {
+    init_tracing();
+    const N: usize = 10_000;
+    let (_certs, public, mut listener) = pair_setup(false).await;
+    let server = public.server.clone();
+    for flush_each in [true, false] {
+        for public_writes in [true, false] {
+            let (a, b) = pair(&server, &mut listener).await;
+            let (mut w, mut r) = if public_writes { (a, b) } else { (b, a) };
+            let writer = tokio::spawn(async move {
+                for i in 0..N {
+                    w.write_all(&[(i % 251) as u8]).await.unwrap();
+                    if flush_each {
+                        w.flush().await.unwrap();
+                    }
+                }
+                w.shutdown().await.unwrap();
+                w
+            });
+            // The reader pauses while the burst arrives.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+
+            // Meanwhile another stream on the same connection works.
+            let (mut c, mut d) = pair(&server, &mut listener).await;
+            c.write_all(b"ping").await.unwrap();
+            c.flush().await.unwrap();
+            let mut buf = [0u8; 4];
+            timeout(Duration::from_secs(5), d.read_exact(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf, b"ping");
+
+            let got = read_to_end(&mut r).await;
+            assert_eq!(got.len(), N, "flush_each={flush_each}");
+            assert!(
+                got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
+                "bytes out of order (flush_each={flush_each})"
+            );
+            let _w = timeout(Duration::from_secs(10), writer)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    // The Listener's connection survived all of it.
+    assert_eq!(listener.status(), h2rev2_tokio::Status::Up);
+    assert_eq!(public.server.stats().await.sessions, 1);
+}
+
+/// A write that is neither flushed nor followed by more writes still goes out after
+/// the coalescing delay while the writer waits on a read (hyper-style usage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unflushed_write_goes_out_while_reading() {
+    init_tracing();
+    let (_certs, public, mut listener) = pair_setup(false).await;
+    let (mut a, mut b) = pair(&public.server, &mut listener).await;
+    a.write_all(b"question").await.unwrap(); // no flush
+    let mut buf = [0u8; 8];
+    let echo = tokio::spawn(async move {
+        let mut q = [0u8; 8];
+        b.read_exact(&mut q).await.unwrap();
+        b.write_all(b"answer!!").await.unwrap(); // no flush either
+        let mut rest = Vec::new();
+        let _ = b.read_to_end(&mut rest).await;
+        q
+    });
+    timeout(Duration::from_secs(5), a.read_exact(&mut buf))
+        .await
+        .expect("unflushed bytes were sent")
+        .unwrap();
+    assert_eq!(&buf, b"answer!!");
+    a.shutdown().await.unwrap();
+    assert_eq!(&echo.await.unwrap(), b"question");
+}
+
+/// A slow reader slows its writer only: a 32 MiB write to a reader that reads a little
+/// at a time completes, and a second stream is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_backpressure() {
+    init_tracing();
+    let (_certs, public, mut listener) = pair_setup(false).await;
+    let (mut a, mut b) = pair(&public.server, &mut listener).await;
+    const N: usize = 32 << 20;
+    let writer = tokio::spawn(async move {
+        let chunk = pattern(1 << 20);
+        for _ in 0..N >> 20 {
+            a.write_all(&chunk).await.unwrap();
+        }
+        a.shutdown().await.unwrap();
+        a
+    });
+    // Read slowly at first: the writer must block, not buffer everything.
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0usize;
+    for _ in 0..10 {
+        let n = b.read(&mut buf).await.unwrap();
+        total += n;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !writer.is_finished(),
+        "32 MiB were buffered for a slow reader"
+    );
+    let (mut c, mut d) = pair(&public.server, &mut listener).await;
+    d.write_all(b"other").await.unwrap();
+    d.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut c).await, b"other");
+    loop {
+        let n = timeout(Duration::from_secs(10), b.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, N);
+    timeout(Duration::from_secs(10), writer)
+        .await
+        .unwrap()
+        .unwrap();
+}
