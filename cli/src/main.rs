@@ -1,1 +1,89 @@
-fn main() {}
+//! `h2rev2`: a reverse tunnel over HTTP/2.
+//!
+//! * `h2rev2 server`: the public side (accepts clients' reverse connections, exposes
+//!   their servers over HTTPS and TCP ports);
+//! * `h2rev2 client`: the NAT side (connects out, serves an internal HTTP server or a
+//!   TCP service over the reverse connections);
+//! * `h2rev2 demo`: both, with a hello server, on loopback;
+//! * the original Go CLI's form (`h2rev2 [-public] -cert ... HOST PORT`).
+//!
+//! Exit codes: see [`error::Code`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod argv;
+mod certs;
+mod cli;
+mod client;
+mod demo;
+mod error;
+mod legacy;
+mod metrics_http;
+mod server;
+mod signal;
+mod tokens;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Server(a) => server::run(a).await,
+        Command::Client(a) => client::run(a).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Legacy(a) => legacy::run(a).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let args = argv::rewrite(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version go to stdout and succeed; usage errors exit 2.
+            return if e.use_stderr() {
+                ExitCode::from(error::Code::Usage as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("h2rev2: error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::Code::Runtime as u8);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("h2rev2: error: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -252,7 +252,7 @@ impl Server {
             Ok(_) => {
                 m.dials_ok.fetch_add(1, Relaxed);
                 m.observe_dial(started.elapsed());
-                debug!(%id, latency_us = started.elapsed().as_micros() as u64, "dial");
+                info!(%id, latency_us = started.elapsed().as_micros() as u64, "dial");
             }
             Err(e) => {
                 let slot = match e {
@@ -709,7 +709,7 @@ impl Driver {
                     if let Some((mut respond, _, peer, id)) = self.pending.remove(&stream) {
                         if status == 401 || status == 403 {
                             self.metrics.auth_failures.fetch_add(1, Relaxed);
-                            warn!(%peer, status, "revdial request refused: {reason}");
+                            warn!(%peer, %id, status, "revdial request refused: {reason}");
                         } else {
                             self.metrics
                                 .limit_refusals

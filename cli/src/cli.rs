@@ -1,0 +1,280 @@
+//! Command-line definitions (clap derive): the `server`, `client` and `demo`
+//! subcommands, and the hidden `legacy` form that carries the original Go CLI's flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+/// Text shown after the top-level help.
+const TOP_AFTER: &str = "\
+Quick start (one command, nothing else needed):
+  h2rev2 demo
+
+Two machines:
+  public$ h2rev2 server --listen 0.0.0.0:9090 --self-signed --tokens tokens.txt
+  nat$    H2REV2_TOKEN=s3cret h2rev2 client --server https://public.example:9090 \\
+              --ca h2rev2-server.crt --id web --proxy-host http://127.0.0.1:8000
+  anyone$ curl --cacert h2rev2-server.crt https://public.example:9090/proxy/web/
+
+The original Go command line also works as it was (single-dash flags):
+  h2rev2 -public -cert server.crt -key server.key -dialer-id 001 localhost 9090
+  h2rev2 -cert server.crt -dialer-id 001 -proxy-host http://localhost:8000 localhost 9090
+
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less detail.
+
+Exit codes: 0 ok (also after Ctrl-C/SIGTERM), 1 runtime failure, 2 usage error,
+3 certificate/key/token file error, 4 refused by the public server (401/403) and gave
+up, 5 cannot listen on an address (port in use, permission).";
+
+/// A reverse tunnel over HTTP/2: expose a server that sits behind a NAT through a
+/// public machine.
+#[derive(Debug, Parser)]
+#[command(name = "h2rev2", version, after_help = TOP_AFTER, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the public side: accept reverse connections from clients behind NAT and
+    /// expose their servers over HTTPS (and raw TCP ports).
+    #[command(after_help = SERVER_AFTER)]
+    Server(ServerArgs),
+    /// Run the NAT side: connect out to a public server and serve its requests from an
+    /// internal HTTP server (--proxy-host) or a TCP service (--tcp-target).
+    #[command(after_help = CLIENT_AFTER)]
+    Client(ClientArgs),
+    /// Try it on this machine: a public server with a self-signed certificate, an
+    /// internal hello server and a client, all on loopback. Prints curl commands.
+    #[command(after_help = DEMO_AFTER)]
+    Demo(DemoArgs),
+    /// The original Go command line (`h2rev2 [-public] -cert ... HOST PORT`).
+    #[command(hide = true)]
+    Legacy(LegacyArgs),
+}
+
+const SERVER_AFTER: &str = "\
+Examples:
+  # Self-signed certificate, one token per client id, HTTPS on all interfaces:
+  printf 'web s3cret\\nssh t0ken\\n' > tokens.txt
+  h2rev2 server --listen 0.0.0.0:9090 --self-signed --tokens tokens.txt
+
+  # Your own certificate, and a TCP port forwarded to the client registered as 'ssh':
+  h2rev2 server --cert server.crt --key server.key --tokens tokens.txt \\
+      --tcp 127.0.0.1:2222=ssh
+
+Clients' servers are reached at https://HOST:PORT/proxy/ID/... ; with --default-id ID
+every other path goes to ID unchanged. Without tokens, Listeners are refused unless
+--allow-anonymous is given: anyone who knows an id could then take its traffic.";
+
+const CLIENT_AFTER: &str = "\
+Examples:
+  # Expose a local web server as 'web' (token from the environment):
+  H2REV2_TOKEN=s3cret h2rev2 client --server https://public.example:9090 \\
+      --ca h2rev2-server.crt --id web --proxy-host http://127.0.0.1:8000
+
+  # Expose sshd as 'ssh' (the server forwards one of its TCP ports with --tcp):
+  H2REV2_TOKEN=t0ken h2rev2 client --server https://public.example:9090 \\
+      --ca h2rev2-server.crt --id ssh --tcp-target 127.0.0.1:22
+
+The client may start before the server: it retries with a capped, jittered backoff
+until the server is up, and reconnects whenever the connection is lost.";
+
+const DEMO_AFTER: &str = "\
+Example:
+  h2rev2 demo                 # then run the curl commands it prints
+  h2rev2 demo --port 0        # any free port (printed)";
+
+/// `h2rev2 server`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("identity").required(true).args(["cert", "self_signed"])))]
+pub struct ServerArgs {
+    /// Address to listen on for HTTPS (h2rev2 clients and users). Use 0.0.0.0:PORT to
+    /// accept connections from other machines.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub listen: String,
+    /// PEM certificate chain of the server (needs --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Make a self-signed certificate now (instead of --cert/--key); its SHA-256
+    /// fingerprint is printed and the certificate is written to --cert-out for clients
+    /// (`client --ca FILE`).
+    #[arg(long)]
+    pub self_signed: bool,
+    /// Where --self-signed writes the certificate (not the key).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "h2rev2-server.crt",
+        requires = "self_signed"
+    )]
+    pub cert_out: PathBuf,
+    /// Names put in the self-signed certificate (repeatable). Default: localhost,
+    /// 127.0.0.1, ::1 and the host of --listen.
+    #[arg(long = "hostname", value_name = "NAME", requires = "self_signed")]
+    pub hostnames: Vec<String>,
+    /// File of client tokens, one `ID TOKEN` (or `ID=TOKEN`) per line; lines starting
+    /// with `#` are comments. A client must send the token of the id it registers.
+    /// Tokens may also be given as H2REV2_TOKENS="ID=TOKEN,ID2=TOKEN2".
+    #[arg(long, value_name = "FILE", env = "H2REV2_TOKEN_FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Client tokens from the environment: `ID=TOKEN` entries separated by commas or
+    /// newlines (added to --tokens).
+    #[arg(
+        long = "tokens-env",
+        env = "H2REV2_TOKENS",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub tokens_env: Option<String>,
+    /// Accept clients that send no token (unsafe on the internet: whoever knows an id
+    /// can register it). A live session is never replaced by an anonymous newcomer.
+    #[arg(long)]
+    pub allow_anonymous: bool,
+    /// With --allow-anonymous: only these ids may register anonymously (repeatable).
+    #[arg(long = "anonymous-id", value_name = "ID", requires = "allow_anonymous")]
+    pub anonymous_ids: Vec<String>,
+    /// Proxy every request that matches no route (`/revdial`, `/proxy/ID/...`) to this
+    /// id, path unchanged.
+    #[arg(long, value_name = "ID")]
+    pub default_id: Option<String>,
+    /// Forward a TCP port to a client id: `LISTEN_ADDR=ID`, e.g. 127.0.0.1:2222=ssh
+    /// (repeatable). The client relays each connection to its --tcp-target.
+    #[arg(long = "tcp", value_name = "ADDR=ID")]
+    pub tcp: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub routes: RouteArgs,
+    /// Seconds a dial waits for the client's reverse connection (504 after that).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub dial_timeout: u64,
+    /// Seconds to let connections finish after Ctrl-C/SIGTERM.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub grace: u64,
+}
+
+/// Route layout flags shared by server and client (they must agree).
+#[derive(Debug, Args, Clone)]
+pub struct RouteArgs {
+    /// Path segment of the reverse-connection endpoint (the original's -dialer-path).
+    #[arg(long, value_name = "PATH", default_value = "/revdial")]
+    pub dialer_path: String,
+    /// Query key that carries the client id (the original's -dialer-key).
+    #[arg(long, value_name = "KEY", default_value = "id")]
+    pub dialer_key: String,
+}
+
+/// `h2rev2 client`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("service").required(true).args(["proxy_host", "tcp_target"])))]
+pub struct ClientArgs {
+    /// The public server: https://HOST:PORT[/BASE].
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The id to register under (the server's token file must hold a token for it).
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Token for --id (sent as `Authorization: Bearer`). Prefer the environment
+    /// variable: command lines are visible to other users.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "H2REV2_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Trust this certificate: the server's own (e.g. written by `server
+    /// --self-signed`) or the CA that signed it. Default: the usual public CAs.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Do not check the server's certificate at all. Anyone on the path can then read
+    /// and change the traffic, token included. For first experiments only.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Serve reverse connections as HTTP, forwarded to this internal server
+    /// (http://HOST:PORT or https://...).
+    #[arg(long, value_name = "URL")]
+    pub proxy_host: Option<String>,
+    /// Relay each reverse connection to this TCP address (HOST:PORT), e.g. sshd.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tcp_target: Option<String>,
+    /// Strip this path prefix before forwarding to --proxy-host (e.g. /proxy/001 when
+    /// the public server is the Go h2rev2, which forwards full paths).
+    #[arg(long, value_name = "PATH")]
+    pub strip_prefix: Option<String>,
+    #[command(flatten)]
+    pub routes: RouteArgs,
+    /// Reverse connections kept open ahead of time (faster first byte).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub spares: usize,
+    /// Give up after this many failed connection attempts in a row (exit 4 if the last
+    /// one was refused by the server, 1 otherwise). Default: retry forever.
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Longest wait between two attempts, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub max_backoff: u64,
+}
+
+/// `h2rev2 demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// HTTPS port of the demo's public server on 127.0.0.1 (0: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = 8443)]
+    pub port: u16,
+    /// The demo client's id.
+    #[arg(long, value_name = "ID", default_value = "demo")]
+    pub id: String,
+    /// Also serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The original Go CLI: `h2rev2 [options] HOST PORT`.
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "h2rev2 [-public] -cert FILE [-key FILE] [-dialer-key KEY] [-dialer-id ID] \
+                      [-dialer-path PATH] [-proxy-host URL] HOST PORT",
+    after_help = "In private mode, HOST and PORT tell which public server to connect to.\n\
+                  In public mode, HOST and PORT are the address the server binds to."
+)]
+pub struct LegacyArgs {
+    /// Public mode: serve and forward to the private side; otherwise connect to the
+    /// public server.
+    #[arg(long)]
+    pub public: bool,
+    /// Certificate file (public: served; private: the server certificate to trust).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Certificate key file (public mode).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Dialer path used to dial to.
+    #[arg(long, value_name = "PATH", default_value = "/revdial")]
+    pub dialer_path: String,
+    /// Dialer key used in the URL param.
+    #[arg(long, value_name = "KEY", default_value = "dialerid")]
+    pub dialer_key: String,
+    /// Dialer id.
+    #[arg(long, value_name = "ID", default_value = "001")]
+    pub dialer_id: String,
+    /// Path where the reverse proxy is listening (only `/` is supported).
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub proxy_path: String,
+    /// Host to reverse proxy (private mode).
+    #[arg(long, value_name = "URL")]
+    pub proxy_host: Option<String>,
+    /// Hostname: the server to connect to (private) or the address to bind (public).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}

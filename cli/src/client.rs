@@ -1,0 +1,278 @@
+//! The NAT side: `h2rev2 client`, the original form without `-public`, and the demo's
+//! client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use h2rev2_tokio::nat::{self, HttpProxyOptions};
+use h2rev2_tokio::proto::wire::DialerId;
+use h2rev2_tokio::{Listener, ListenerOptions, Status};
+use http::Uri;
+use tracing::{error, info, warn};
+
+use crate::cli::{ClientArgs, RouteArgs};
+use crate::error::{CliError, Code};
+use crate::server::parse_id;
+use crate::signal;
+
+/// What the client serves on each reverse connection.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// HTTP, forwarded to this internal server.
+    Http {
+        /// `http://host:port[/base]` or `https://…`.
+        target: Uri,
+        /// A path prefix to strip before forwarding.
+        strip_prefix: Option<String>,
+    },
+    /// Raw bytes, relayed to this TCP address.
+    Tcp(String),
+}
+
+/// Everything needed to start a client.
+pub struct ClientPlan {
+    /// `https://host:port[/base]`.
+    pub server: String,
+    /// The id to register.
+    pub id: DialerId,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// TLS config (ALPN h2).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Route layout.
+    pub routes: RouteArgs,
+    /// What to serve.
+    pub service: Service,
+    /// Spare streams.
+    pub spares: usize,
+    /// Give up after this many failed attempts in a row.
+    pub max_attempts: Option<u32>,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+}
+
+/// Checks `--proxy-host`.
+pub fn parse_proxy_target(flag: &str, s: &str) -> Result<Uri, CliError> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| CliError::usage(format!("{flag} {s:?} is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.authority().is_some() => Ok(uri),
+        _ => Err(CliError::usage(format!(
+            "{flag} {s:?}: expected http://HOST:PORT or https://HOST:PORT"
+        ))),
+    }
+}
+
+/// Checks `--tcp-target`.
+pub fn parse_tcp_target(s: &str) -> Result<String, CliError> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err(CliError::usage(format!(
+            "--tcp-target {s:?}: expected HOST:PORT, e.g. 127.0.0.1:22"
+        ))),
+    }
+}
+
+/// Builds the plan of `h2rev2 client`.
+pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
+    let id = parse_id("--id", &args.id)?;
+    let service = match (&args.proxy_host, &args.tcp_target) {
+        (Some(p), None) => Service::Http {
+            target: parse_proxy_target("--proxy-host", p)?,
+            strip_prefix: args.strip_prefix.clone(),
+        },
+        (None, Some(t)) => Service::Tcp(parse_tcp_target(t)?),
+        _ => {
+            return Err(CliError::usage(
+                "give exactly one of --proxy-host URL and --tcp-target HOST:PORT",
+            ));
+        }
+    };
+    if args.insecure {
+        warn!(
+            "--insecure: the server's certificate is NOT checked; anyone on the path can \
+             read and change the traffic{}. Use --ca FILE instead.",
+            if args.token.is_some() {
+                " and steal the token"
+            } else {
+                ""
+            }
+        );
+    }
+    let tls = crate::certs::client_tls(args.ca.as_deref(), args.insecure)?;
+    let token = args.token.filter(|t| !t.is_empty());
+    Ok(ClientPlan {
+        server: args.server,
+        id,
+        token,
+        tls,
+        routes: args.routes,
+        service,
+        spares: args.spares,
+        max_attempts: args.max_attempts,
+        max_backoff: Duration::from_secs(args.max_backoff.max(1)),
+    })
+}
+
+/// Starts the Listener (connecting in the background).
+pub fn bind(plan: &ClientPlan) -> Result<Listener, CliError> {
+    let mut opts = ListenerOptions::new(&plan.server, plan.id.clone(), plan.tls.clone())
+        .map_err(|e| CliError::usage(format!("--server: {e}")))?;
+    opts.token = plan.token.clone();
+    opts.machine.routes = opts
+        .machine
+        .routes
+        .clone()
+        .with_revdial_segment(&plan.routes.dialer_path)
+        .with_id_key(&plan.routes.dialer_key);
+    opts.machine.spares = plan.spares;
+    opts.machine.max_attempts = plan.max_attempts;
+    opts.machine.backoff_max = plan.max_backoff;
+    opts.machine.stable_after = plan.max_backoff.max(Duration::from_secs(5));
+    Listener::bind(opts).map_err(|e| CliError::usage(format!("--server: {e}")))
+}
+
+/// A refusal by the public server, parsed from the Listener's status text
+/// (`public server refused the control stream: 403 reason`).
+fn refusal(reason: &str) -> Option<(u16, &str)> {
+    let (_, rest) = reason.split_once("refused the control stream: ")?;
+    let (status, body) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some((status.parse().ok()?, body.trim()))
+}
+
+/// Explains a failed attempt when the user can fix it.
+fn explain(plan_id: &DialerId, server: &str, reason: &str) {
+    match refusal(reason) {
+        Some((401, body)) => {
+            error!(
+                "the public server {server} refused this client: HTTP 401 ({body}). It \
+                 requires a token for id {plan_id}: pass --token or set H2REV2_TOKEN"
+            );
+        }
+        Some((403, body)) => {
+            error!(
+                "the public server {server} refused this client: HTTP 403 ({body}). The \
+                 token sent for id {plan_id} is wrong, or this id may not register there: \
+                 check --token/H2REV2_TOKEN against the server's token file"
+            );
+        }
+        Some((409, body)) => {
+            error!(
+                "the public server {server} refused this client: HTTP 409 ({body}). Another \
+                 live client holds id {plan_id}; retrying until it is gone"
+            );
+        }
+        Some((404, _)) => {
+            error!(
+                "the public server {server} has no reverse-connection endpoint at this path \
+                 (HTTP 404): check --dialer-path and the URL's base path"
+            );
+        }
+        Some((400, body)) => {
+            error!(
+                "the public server {server} rejected the request (HTTP 400: {body}): check \
+                 --dialer-key and --id"
+            );
+        }
+        _ => {
+            if reason.contains("invalid peer certificate") {
+                error!(
+                    "the server's certificate is not trusted ({reason}): pass --ca FILE with \
+                     the server's certificate (or the CA that signed it)"
+                );
+            }
+        }
+    }
+}
+
+/// Explains every failed attempt the user can fix, in the background.
+fn watch(listener: &Listener, id: DialerId, server: String) {
+    let mut status = listener.watch_status();
+    tokio::spawn(async move {
+        loop {
+            let s = status.borrow_and_update().clone();
+            match s {
+                Status::Down(Some(reason)) => {
+                    explain(&id, &server, &reason);
+                }
+                Status::Closed(reason) => {
+                    explain(&id, &server, &reason);
+                    return;
+                }
+                Status::Up | Status::Down(None) => {}
+            }
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Serves `listener` until a signal (`Ok`) or until it gives up (`Err`).
+pub async fn serve(listener: Listener, service: Service) -> Result<(), CliError> {
+    let served = async move {
+        match service {
+            Service::Http {
+                target,
+                strip_prefix,
+            } => {
+                let mut opts = HttpProxyOptions::new(target);
+                opts.strip_prefix = strip_prefix;
+                nat::serve_http_proxy(listener, opts).await
+            }
+            Service::Tcp(target) => {
+                info!("relaying reverse connections to TCP {target}");
+                nat::relay_tcp(listener, target).await
+            }
+        }
+    };
+    tokio::select! {
+        r = served => {
+            let why = match r {
+                Ok(()) => "the reverse connection closed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let code = match refusal(&why) {
+                Some((401 | 403, _)) => Code::AuthRefused,
+                _ => Code::Runtime,
+            };
+            Err(CliError { code, message: format!("giving up: {why}") })
+        }
+        sig = signal::wait() => {
+            info!("received {sig}: closing");
+            Ok(())
+        }
+    }
+}
+
+/// `h2rev2 client`.
+pub async fn run(args: ClientArgs) -> Result<(), CliError> {
+    let plan = plan(args)?;
+    run_plan(plan).await
+}
+
+/// Runs a client plan until a signal.
+pub async fn run_plan(plan: ClientPlan) -> Result<(), CliError> {
+    let listener = bind(&plan)?;
+    watch(&listener, plan.id.clone(), plan.server.clone());
+    serve(listener, plan.service).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            refusal("public server refused the control stream: 403 credentials not valid"),
+            Some((403, "credentials not valid"))
+        );
+        assert_eq!(
+            refusal("gave up after 1 attempts: public server refused the control stream: 401 x"),
+            Some((401, "x"))
+        );
+        assert_eq!(refusal("cannot connect"), None);
+    }
+}

@@ -1,0 +1,221 @@
+//! The public side: `h2rev2 server`, the original form's `-public`, and the demo's
+//! server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use h2rev2_tokio::proto::wire::{DialerId, RouteConfig};
+use h2rev2_tokio::tls::{self, Identity};
+use h2rev2_tokio::{Server, ServerConfig};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::certs;
+use crate::cli::ServerArgs;
+use crate::error::CliError;
+use crate::signal;
+use crate::tokens;
+
+/// Everything needed to start a public server.
+pub struct ServerPlan {
+    /// HTTPS address, as given (`localhost` binds 127.0.0.1).
+    pub listen: String,
+    /// Its certificate.
+    pub identity: Identity,
+    /// Routes, auth, timeouts.
+    pub config: ServerConfig,
+    /// TCP forwards: listen address, id.
+    pub tcp: Vec<(String, DialerId)>,
+    /// Prometheus endpoint.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A started public server.
+pub struct Running {
+    /// The server handle.
+    pub server: Server,
+    /// Where HTTPS is served.
+    pub addr: SocketAddr,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Parses a dialer id given on the command line.
+pub fn parse_id(flag: &str, s: &str) -> Result<DialerId, CliError> {
+    DialerId::new(s).map_err(|e| CliError::usage(format!("{flag} {s:?}: {e}")))
+}
+
+/// Builds the plan of `h2rev2 server`.
+pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
+    let mut config = ServerConfig::default();
+    let default_id = args
+        .default_id
+        .as_deref()
+        .map(|s| parse_id("--default-id", s))
+        .transpose()?;
+    config.routes = RouteConfig::default()
+        .with_revdial_segment(&args.routes.dialer_path)
+        .with_id_key(&args.routes.dialer_key)
+        .with_default_id(default_id);
+    config.dialer.dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
+
+    let mut entries = Vec::new();
+    if let Some(path) = &args.tokens {
+        entries.extend(tokens::from_file(path)?);
+    }
+    if let Some(v) = &args.tokens_env {
+        entries.extend(tokens::from_env(v)?);
+    }
+    for (id, token) in &entries {
+        config.dialer.auth.add_token(id.clone(), token);
+    }
+    if args.allow_anonymous {
+        if args.anonymous_ids.is_empty() {
+            config.dialer.auth.allow_anonymous();
+            warn!(
+                "--allow-anonymous: any client may register any id without a token; \
+                 whoever knows an id can take its traffic (a live session is never \
+                 replaced by an anonymous newcomer)"
+            );
+        } else {
+            let ids = args
+                .anonymous_ids
+                .iter()
+                .map(|s| parse_id("--anonymous-id", s))
+                .collect::<Result<Vec<_>, _>>()?;
+            warn!(
+                ids = ?args.anonymous_ids,
+                "--allow-anonymous: these ids may register without a token (a live \
+                 session is never replaced by an anonymous newcomer)"
+            );
+            config.dialer.auth.allow_anonymous_for(ids);
+        }
+    } else if entries.is_empty() {
+        return Err(CliError::usage(
+            "no client could ever register: give tokens with --tokens FILE (lines `ID TOKEN`) \
+             or H2REV2_TOKENS=ID=TOKEN,..., or accept clients without a token with \
+             --allow-anonymous",
+        ));
+    } else {
+        let mut ids: Vec<&str> = entries.iter().map(|(i, _)| i.as_str()).collect();
+        ids.dedup();
+        info!(?ids, "clients must send their token");
+    }
+
+    let identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => certs::load_identity(c, k)?,
+        _ => {
+            let names = certs::self_signed_names(&args.hostnames, &args.listen);
+            let (identity, fp) = certs::make_self_signed(&names, &args.cert_out)?;
+            let shown = std::fs::canonicalize(&args.cert_out).unwrap_or(args.cert_out.clone());
+            info!(
+                "self-signed certificate for {names:?} written to {}",
+                shown.display()
+            );
+            info!("certificate SHA-256 fingerprint {fp}");
+            info!(
+                "clients trust it with: h2rev2 client --ca {} ...",
+                shown.display()
+            );
+            identity
+        }
+    };
+
+    let mut tcp = Vec::new();
+    for spec in &args.tcp {
+        let (addr, id) = spec.rsplit_once('=').ok_or_else(|| {
+            CliError::usage(format!(
+                "--tcp {spec:?}: expected LISTEN_ADDR=ID, e.g. 127.0.0.1:2222=ssh"
+            ))
+        })?;
+        tcp.push((addr.to_string(), parse_id("--tcp", id)?));
+    }
+    Ok(ServerPlan {
+        listen: args.listen.clone(),
+        identity,
+        config,
+        tcp,
+        metrics: args.metrics,
+    })
+}
+
+/// Binds `addr` (`localhost:PORT` binds 127.0.0.1).
+pub async fn bind(what: &str, addr: &str) -> Result<TcpListener, CliError> {
+    let target = match addr.rsplit_once(':') {
+        Some(("localhost", port)) => format!("127.0.0.1:{port}"),
+        Some((_, port)) if port.parse::<u16>().is_ok() => addr.to_string(),
+        _ => {
+            return Err(CliError::usage(format!(
+                "{addr:?} is not an address to listen on: expected HOST:PORT, e.g. 127.0.0.1:9090"
+            )));
+        }
+    };
+    TcpListener::bind(&target)
+        .await
+        .map_err(|e| CliError::bind(what, addr, &e))
+}
+
+/// Binds every port and starts serving.
+pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
+    let listener = bind("HTTPS", &plan.listen).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::runtime(e.to_string()))?;
+    let mut forwards = Vec::new();
+    for (a, id) in plan.tcp {
+        forwards.push((bind(&format!("TCP forwarding to {id}"), &a).await?, id));
+    }
+    let tls =
+        tls::server_config(plan.identity, None).map_err(|e| CliError::config(e.to_string()))?;
+    let server = Server::new(plan.config);
+    if let Some(m) = plan.metrics {
+        crate::metrics_http::start(m, server.metrics().clone()).await?;
+    }
+    for (l, id) in forwards {
+        let local = l
+            .local_addr()
+            .map_err(|e| CliError::runtime(e.to_string()))?;
+        info!("forwarding TCP {local} to id {id}");
+        tokio::spawn(server.clone().forward_tcp(l, id));
+    }
+    let serve = tokio::spawn(server.clone().serve(listener, tls));
+    info!("Serving on https://{addr}");
+    Ok(Running {
+        server,
+        addr,
+        serve,
+    })
+}
+
+impl Running {
+    /// Serves until SIGINT/SIGTERM, then shuts down within `grace` (a second signal
+    /// quits at once).
+    pub async fn until_signal(mut self, grace: Duration) -> Result<(), CliError> {
+        let sig = tokio::select! {
+            r = &mut self.serve => {
+                let why = match r {
+                    Ok(Ok(())) => "stopped".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(CliError::runtime(format!("the server stopped: {why}")));
+            }
+            sig = signal::wait() => sig,
+        };
+        info!(
+            "received {sig}: shutting down (up to {}s; send it again to quit now)",
+            grace.as_secs()
+        );
+        tokio::select! {
+            _ = self.server.shutdown(grace) => info!("shut down"),
+            sig = signal::wait() => info!("received {sig} again: quitting now"),
+        }
+        Ok(())
+    }
+}
+
+/// `h2rev2 server`.
+pub async fn run(args: ServerArgs) -> Result<(), CliError> {
+    let grace = Duration::from_secs(args.grace);
+    let plan = plan(&args)?;
+    start(plan).await?.until_signal(grace).await
+}
