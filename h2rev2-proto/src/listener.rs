@@ -270,11 +270,6 @@ impl Listener {
                 }
             }
             Event::Disconnected { reason } => {
-                if let State::Up { since } = self.state {
-                    if now.saturating_duration_since(since) >= self.config.stable_after {
-                        self.attempts = 0;
-                    }
-                }
                 if matches!(
                     self.state,
                     State::Up { .. } | State::Opening | State::Connecting
@@ -392,6 +387,13 @@ impl Listener {
     }
 
     fn fail(&mut self, now: Instant, reason: String) {
+        // However the session ended (lost, or a protocol error), a stable one resets
+        // the backoff.
+        if let State::Up { since } = self.state {
+            if now.saturating_duration_since(since) >= self.config.stable_after {
+                self.attempts = 0;
+            }
+        }
         self.opening.clear();
         self.attempts = self.attempts.saturating_add(1);
         if let Some(max) = self.config.max_attempts {
