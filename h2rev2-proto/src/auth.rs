@@ -28,6 +28,22 @@ pub struct Credentials<'a> {
     pub cert_identities: &'a [String],
 }
 
+/// The token of an `Authorization` header value of the `Bearer` scheme (RFC 6750
+/// 2.1; the scheme name is case-insensitive), or `None`.
+///
+/// ```
+/// use h2rev2_proto::auth::parse_bearer;
+/// assert_eq!(parse_bearer("Bearer s3cret"), Some("s3cret"));
+/// assert_eq!(parse_bearer("bearer  s3cret "), Some("s3cret"));
+/// assert_eq!(parse_bearer("Basic dXNlcg=="), None);
+/// assert_eq!(parse_bearer("Bearer"), None);
+/// ```
+pub fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// How a request was admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {

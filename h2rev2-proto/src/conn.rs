@@ -112,6 +112,44 @@ pub enum Write {
     Error(ErrorKind),
 }
 
+/// The next step of the send side, from [`Conn::poll_transmit`].
+///
+/// The adapter loops: it asks, carries the step out on its stream, and asks again,
+/// until [`Transmit::Idle`] (or it must wait for send capacity). The order of the
+/// steps is the core's: a failure first, then due data, then END_STREAM once nothing
+/// is left, and a flush timer only when nothing is due.
+///
+/// ```text
+/// poll_transmit(now, capacity)
+///   failed ─────────────────────────────────────► Failed(kind)
+///   bytes due, capacity > 0 ─────────────────────► Data(chunk)     send, no END_STREAM
+///   bytes due, capacity = 0 ─────────────────────► Blocked { want } reserve, wait, ask again
+///   nothing due, shut down, END_STREAM not sent ─► End             send END_STREAM, on_end_sent
+///   nothing due ─────────────────────────────────► Idle { wake_at } arm the flush timer (if any)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// The stream failed: report this error to the application.
+    Failed(ErrorKind),
+    /// Send this chunk now, without END_STREAM.
+    Data(Bytes),
+    /// Send END_STREAM now (an empty DATA frame with the flag), then call
+    /// [`Conn::on_end_sent`].
+    End,
+    /// `want` bytes are due but there is no send capacity: ask the stream for `want`
+    /// bytes of capacity, wait until some is granted, then ask again.
+    Blocked {
+        /// Bytes due.
+        want: usize,
+    },
+    /// Nothing is due. With `wake_at`, buffered bytes become due then (the flush
+    /// delay): call [`Conn::poll_transmit`] again at that time.
+    Idle {
+        /// When to ask again, if buffered bytes wait for the flush delay.
+        wake_at: Option<Instant>,
+    },
+}
+
 /// One byte connection over one HTTP/2 stream.
 #[derive(Debug)]
 pub struct Conn {
@@ -345,6 +383,28 @@ impl Conn {
         self.oldest.map(|t| t + self.config.flush_delay)
     }
 
+    /// The next send step, given the stream's current send `capacity` (bytes the
+    /// peer's flow-control windows let us send now). See [`Transmit`] for the loop.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, capacity: usize) -> Transmit {
+        if let Some(kind) = self.failed {
+            return Transmit::Failed(kind);
+        }
+        let due = self.sendable(now);
+        if due > 0 {
+            if capacity == 0 {
+                return Transmit::Blocked { want: due };
+            }
+            return Transmit::Data(self.take_send(now, capacity.min(due)));
+        }
+        if self.end_due() {
+            return Transmit::End;
+        }
+        Transmit::Idle {
+            wake_at: self.poll_timeout(),
+        }
+    }
+
     /// The failure, if the stream failed.
     pub fn error(&self) -> Option<ErrorKind> {
         self.failed
@@ -403,6 +463,47 @@ mod tests {
         assert!(!c.flushed());
         let _ = c.take_send(t0, 100);
         assert!(c.flushed());
+    }
+
+    #[test]
+    fn transmit_loop_order() {
+        let t0 = Instant::now();
+        let cfg = ConnConfig {
+            coalesce: 8,
+            max_buffer: 64,
+            flush_delay: Duration::from_millis(1),
+        };
+        let mut c = Conn::new(cfg);
+        assert_eq!(c.poll_transmit(t0, 100), Transmit::Idle { wake_at: None });
+        assert_eq!(c.write(t0, b"abc"), Write::Accepted(3));
+        let wake = t0 + Duration::from_millis(1);
+        assert_eq!(
+            c.poll_transmit(t0, 100),
+            Transmit::Idle {
+                wake_at: Some(wake)
+            },
+            "tiny writes wait for the flush delay"
+        );
+        assert_eq!(c.poll_transmit(wake, 0), Transmit::Blocked { want: 3 });
+        assert_eq!(
+            c.poll_transmit(wake, 2),
+            Transmit::Data(Bytes::from_static(b"ab"))
+        );
+        c.shutdown();
+        assert_eq!(
+            c.poll_transmit(wake, 100),
+            Transmit::Data(Bytes::from_static(b"c")),
+            "data before END_STREAM"
+        );
+        assert_eq!(c.poll_transmit(wake, 100), Transmit::End);
+        c.on_end_sent();
+        assert_eq!(c.poll_transmit(wake, 100), Transmit::Idle { wake_at: None });
+        assert!(c.flushed());
+        c.on_reset(CANCEL);
+        assert_eq!(
+            c.poll_transmit(wake, 100),
+            Transmit::Failed(ErrorKind::ConnectionReset)
+        );
     }
 
     #[test]

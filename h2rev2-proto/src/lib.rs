@@ -17,6 +17,7 @@
 //! | [`listener`] | the NAT side: connect, control, `conn-ready`, spares, backoff |
 //! | [`conn`] | one HTTP/2 stream as a byte connection: credit, coalescing, half-close |
 //! | [`auth`] | tokens, certificate-bound ids, anonymous mode, takeover rule |
+//! | [`settings`] | HTTP/2 settings every adapter applies (windows, limits, keep-alive) |
 //! | [`error`] | errors typed by blame |
 //!
 //! ## The run loop
@@ -74,6 +75,7 @@ pub mod dialer;
 pub mod error;
 pub mod listener;
 pub mod registry;
+pub mod settings;
 pub mod wire;
 
 pub use error::{LimitError, Misuse, ProtocolError};
