@@ -1,0 +1,269 @@
+//! [`RevConn`]: one HTTP/2 stream as a futures-io byte connection.
+//!
+//! All decisions (credit, coalescing, half-close, reset mapping, the order of the send
+//! steps) are the core's [`h2rev2_proto::conn::Conn`]; this file only moves bytes
+//! between it and h2, with an async-io timer for the flush delay.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_io::{AsyncRead, AsyncWrite};
+use h2::{RecvStream, SendStream};
+use h2rev2_proto::conn::{CANCEL, Conn, ConnConfig, Read, Transmit, Write};
+use smol::Timer;
+
+/// A reverse connection: futures-io `AsyncRead + AsyncWrite` over one HTTP/2 stream
+/// (PROTOCOL.md 5).
+///
+/// * Writes are coalesced ([`ConnConfig`]): a burst of small writes becomes few DATA
+///   frames; `flush` sends what is buffered, and buffered bytes go out by themselves
+///   after [`ConnConfig::flush_delay`].
+/// * `close` is a **half-close** (END_STREAM): reading goes on until the peer ends
+///   too, as with `TcpStream::shutdown(Write)`.
+/// * Dropping it without `close` resets the stream (`CANCEL`), so the peer never takes
+///   a truncated stream for a clean end.
+/// * A peer reset reads as `ConnectionReset` (`ConnectionRefused` for
+///   `REFUSED_STREAM`).
+pub struct RevConn {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    state: Conn,
+    timer: Option<(Timer, Instant)>,
+    label: String,
+}
+
+impl fmt::Debug for RevConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevConn")
+            .field("label", &self.label)
+            .field("stream", &self.send.stream_id())
+            .finish()
+    }
+}
+
+/// Maps an h2 error to the I/O error a reader or writer sees.
+pub(crate) fn h2_error_to_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e
+            .into_io()
+            .unwrap_or_else(|| io::Error::other("h2 I/O error"));
+    }
+    let kind = match e.reason() {
+        Some(r) if e.is_reset() || e.is_go_away() => {
+            h2rev2_proto::conn::reset_error_kind(u32::from(r), false)
+                .unwrap_or(io::ErrorKind::ConnectionReset)
+        }
+        _ => io::ErrorKind::ConnectionReset,
+    };
+    io::Error::new(kind, e)
+}
+
+impl RevConn {
+    /// Wraps an HTTP/2 stream whose headers have been exchanged.
+    pub(crate) fn new(
+        send: SendStream<Bytes>,
+        recv: RecvStream,
+        config: ConnConfig,
+        label: String,
+    ) -> Self {
+        RevConn {
+            send,
+            recv,
+            state: Conn::new(config),
+            timer: None,
+            label,
+        }
+    }
+
+    /// A label for logs: the dialer id.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn failed(&mut self, e: h2::Error) -> Poll<io::Result<()>> {
+        let e = h2_error_to_io(e);
+        self.state.fail(e.kind());
+        Poll::Ready(Err(e))
+    }
+
+    /// Carries out the core's send steps until it is idle; arms the flush timer.
+    /// `Ready(Ok)` when nothing due is left unsent; `Pending` while waiting for credit.
+    fn drive_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let now = Instant::now();
+            match self.state.poll_transmit(now, self.send.capacity()) {
+                Transmit::Failed(kind) => {
+                    return Poll::Ready(Err(io::Error::new(kind, "reverse connection failed")));
+                }
+                Transmit::Data(chunk) => {
+                    if let Err(e) = self.send.send_data(chunk, false) {
+                        return self.failed(e);
+                    }
+                }
+                Transmit::End => {
+                    if let Err(e) = self.send.send_data(Bytes::new(), true) {
+                        return self.failed(e);
+                    }
+                    self.state.on_end_sent();
+                }
+                Transmit::Blocked { want } => {
+                    self.send.reserve_capacity(want);
+                    if self.send.capacity() > 0 {
+                        continue;
+                    }
+                    match ready!(self.send.poll_capacity(cx)) {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return self.failed(e),
+                        None => {
+                            self.state.fail(io::ErrorKind::BrokenPipe);
+                            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+                        }
+                    }
+                }
+                Transmit::Idle { wake_at: None } => return Poll::Ready(Ok(())),
+                Transmit::Idle { wake_at: Some(at) } => {
+                    let (timer, deadline) = self.timer.get_or_insert_with(|| (Timer::at(at), at));
+                    if *deadline != at {
+                        timer.set_at(at);
+                        *deadline = at;
+                    }
+                    if Pin::new(timer).poll(cx).is_ready() {
+                        continue;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn release_credit(&mut self) {
+        let credit = self.state.take_credit();
+        if credit > 0 {
+            // Fails only when the stream is gone, which the next read reports.
+            let _ = self.recv.flow_control().release_capacity(credit);
+        }
+    }
+}
+
+impl AsyncRead for RevConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Reading also services the write side's flush timer, so a writer that forgets
+        // to flush before waiting for an answer is not stuck.
+        let _ = this.drive_send(cx);
+        loop {
+            match this.state.read(buf) {
+                Read::Data(n) => {
+                    this.release_credit();
+                    return Poll::Ready(Ok(n));
+                }
+                Read::Eof => return Poll::Ready(Ok(0)),
+                Read::Error(kind) => {
+                    return Poll::Ready(Err(io::Error::new(kind, "reverse connection reset")));
+                }
+                Read::Pending => {}
+            }
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => this.state.on_data(data),
+                Some(Err(e)) => match e.reason() {
+                    Some(r) if e.is_reset() => this.state.on_reset(u32::from(r)),
+                    _ => this.state.fail(h2_error_to_io(e).kind()),
+                },
+                None => this.state.on_end(),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for RevConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            match this.state.write(Instant::now(), buf) {
+                Write::Accepted(n) => {
+                    // Best effort: errors surface on the next call.
+                    let _ = this.drive_send(cx);
+                    return Poll::Ready(Ok(n));
+                }
+                Write::Full => {
+                    ready!(this.drive_send(cx))?;
+                    if !this.state.writable() {
+                        // Everything due was handed over but the buffer is still full:
+                        // make it all due and wait for credit.
+                        this.state.flush();
+                        ready!(this.drive_send(cx))?;
+                    }
+                }
+                Write::Error(kind) => {
+                    return Poll::Ready(Err(io::Error::new(kind, "reverse connection closed")));
+                }
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let now = Instant::now();
+        let mut total = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            match this.state.write(now, b) {
+                Write::Accepted(n) => {
+                    total += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Write::Full | Write::Error(_) => break,
+            }
+        }
+        if total > 0 {
+            let _ = this.drive_send(cx);
+            return Poll::Ready(Ok(total));
+        }
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
+        Pin::new(this).poll_write(cx, first)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.state.flush();
+        this.drive_send(cx)
+    }
+
+    /// Half-close: sends what is buffered, then END_STREAM. Reading goes on.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.state.shutdown();
+        this.drive_send(cx)
+    }
+}
+
+impl Drop for RevConn {
+    fn drop(&mut self) {
+        // Dropped without a completed close: abort, so the peer does not take a
+        // truncated stream for a clean end (PROTOCOL.md 5).
+        if !self.state.end_sent() {
+            self.send.send_reset(h2::Reason::from(CANCEL));
+        }
+    }
+}
