@@ -335,12 +335,19 @@ impl Driver {
         self.machine.handle_event(now, ev);
     }
 
+    /// Ends the session: resets the control stream and lets go of the connection.
+    ///
+    /// The connection itself is not aborted: conns already accepted on it (a response
+    /// in flight while the public server shuts down gracefully, say) finish first. Its
+    /// task ends by itself once the last stream is done, or when the connection dies
+    /// (I/O error, PING timeout); its late `Disconnected` carries an old generation or
+    /// arrives in a state that ignores it.
     fn teardown(&mut self) {
         self.h2 = None;
-        self.control = None;
-        if let Some(t) = self.conn_task.take() {
-            t.abort();
+        if let Some(mut c) = self.control.take() {
+            c.send_reset(h2::Reason::CANCEL);
         }
+        drop(self.conn_task.take());
     }
 
     /// Carries out the machine's actions; `false` once closed.
@@ -394,7 +401,13 @@ impl Driver {
                 }
                 Action::SendControl(data) => {
                     if let Some(c) = self.control.as_mut() {
-                        let _ = c.send_data(Bytes::from(data), false);
+                        if let Err(e) = c.send_data(Bytes::from(data), false) {
+                            // The control stream is gone: the session is over.
+                            let _ = self.tx.send(Internal::Disconnected(
+                                self.generation,
+                                format!("cannot write to the control stream: {e}"),
+                            ));
+                        }
                     }
                 }
                 Action::Disconnect { reason } => {
@@ -411,14 +424,8 @@ impl Driver {
                 }
                 Action::Closed { reason } => {
                     info!("Listener closed: {reason}");
-                    // End the session (reset the control stream) but let the HTTP/2
-                    // connection live while accepted conns still use it: its task
-                    // ends by itself when the last stream is done.
-                    if let Some(mut c) = self.control.take() {
-                        c.send_reset(h2::Reason::CANCEL);
-                    }
-                    self.h2 = None;
-                    drop(self.conn_task.take());
+                    // Ends the session; accepted conns finish on their connection.
+                    self.teardown();
                     let _ = self.status.send(Status::Closed(reason));
                     return false;
                 }

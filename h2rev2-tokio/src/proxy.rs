@@ -47,15 +47,26 @@ pub(crate) fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
         .expect("static response")
 }
 
-fn client(server: &Server) -> &ProxyClient {
-    server.inner.client.get_or_init(|| {
+/// The pooled client, made on first use; `None` once the server is shutting down (its
+/// pool, with the idle reverse conns, was dropped then).
+fn client(server: &Server) -> Option<ProxyClient> {
+    let mut slot = server
+        .inner
+        .client
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if server.shutting_down() {
+        return None;
+    }
+    let client = slot.get_or_insert_with(|| {
         Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1024)
             .set_host(false)
             .build(DialConnector::new(server.clone()))
-    })
+    });
+    Some(client.clone())
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -187,7 +198,13 @@ pub(crate) async fn forward(
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, body);
-    let mut resp = match client(server).request(out).await {
+    let Some(client) = client(server) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "h2rev2: the server is shutting down\n".into(),
+        );
+    };
+    let mut resp = match client.request(out).await {
         Ok(r) => r,
         Err(e) => {
             return match dial_error(&e) {
@@ -251,9 +268,9 @@ where
                 debug!(%peer, error = %e, "HTTP/1.1 connection ended");
             }
         }
-        _ = stop.changed() => {
+        until = crate::server::stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            let _ = tokio::time::timeout_at(until, conn).await;
         }
     }
 }

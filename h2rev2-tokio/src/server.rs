@@ -101,6 +101,9 @@ enum Cmd {
     CancelDial {
         dial: DialId,
     },
+    /// [`Server::shutdown`] began: end every control stream (END_STREAM), so that
+    /// Listeners leave while their conns in flight finish.
+    Shutdown,
     Stats {
         reply: oneshot::Sender<Stats>,
     },
@@ -112,8 +115,11 @@ pub(crate) struct Inner {
     next: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    shutdown: watch::Sender<bool>,
-    pub(crate) client: std::sync::OnceLock<crate::proxy::ProxyClient>,
+    /// `Some(deadline)` once [`Server::shutdown`] began: stop accepting, drain until
+    /// the deadline, then cut.
+    shutdown: watch::Sender<Option<Instant>>,
+    /// The proxy's pooled client; taken (its idle conns dropped) at shutdown.
+    pub(crate) client: Mutex<Option<crate::proxy::ProxyClient>>,
 }
 
 /// The public server (the Go package's `ReversePool`). Cheap to clone: every clone is a
@@ -172,7 +178,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let seed = fastrand::u64(..);
         let dialer = Dialer::new(config.dialer.clone(), seed);
-        let (shutdown, _) = watch::channel(false);
+        let (shutdown, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             cmd: tx.clone(),
             config,
@@ -180,7 +186,7 @@ impl Server {
             metrics: metrics.clone(),
             per_ip: Mutex::new(HashMap::new()),
             shutdown,
-            client: std::sync::OnceLock::new(),
+            client: Mutex::new(None),
         });
         let driver = Driver {
             dialer,
@@ -188,6 +194,7 @@ impl Server {
             pending: HashMap::new(),
             controls: HashMap::new(),
             parked: HashMap::new(),
+            fresh: Vec::new(),
             dials: HashMap::new(),
             metrics,
             conn_config: inner.config.conn,
@@ -269,16 +276,37 @@ impl Server {
         result
     }
 
-    /// A signal that turns `true` when [`Server::shutdown`] starts.
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    /// A signal that holds the drain deadline once [`Server::shutdown`] started; wait
+    /// on it with [`stopped`].
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<Option<Instant>> {
         self.inner.shutdown.subscribe()
     }
 
-    /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY), and returns
-    /// when they are done or `deadline` has passed (then they are cut).
+    /// Whether [`Server::shutdown`] was called.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.inner.shutdown.borrow().is_some()
+    }
+
+    /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY, HTTP/1.1
+    /// `Connection: close` after the current response), ends every Listener's session
+    /// (their conns in flight go on), drops the proxy's idle pooled conns, and returns
+    /// when every connection is done or `deadline` has passed. Connections still open
+    /// at the deadline are cut, even if this future was dropped before.
     pub async fn shutdown(&self, deadline: Duration) {
-        let _ = self.inner.shutdown.send(true);
         let until = Instant::now() + deadline;
+        self.inner.shutdown.send_modify(|d| {
+            // A second call may shorten the deadline, never extend it.
+            *d = Some(d.map_or(until, |old| old.min(until)));
+        });
+        let until = self.inner.shutdown.borrow().unwrap_or(until);
+        drop(
+            self.inner
+                .client
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let _ = self.inner.cmd.send(Cmd::Shutdown);
         while self.inner.metrics.connections.load(Relaxed) > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -304,7 +332,7 @@ impl Server {
                         continue;
                     }
                 },
-                _ = stop.changed() => return Ok(()),
+                _ = stopped(&mut stop) => return Ok(()),
             };
             let Some(slot) = self.admit(peer) else {
                 debug!(%peer, "too many connections from this address");
@@ -337,7 +365,7 @@ impl Server {
         loop {
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => r?,
-                _ = stop.changed() => return Ok(()),
+                _ = stopped(&mut stop) => return Ok(()),
             };
             let Some(slot) = self.admit(peer) else {
                 continue;
@@ -406,7 +434,9 @@ impl Server {
         let mut dead = crate::keepalive::spawn(conn.ping_pong(), cfg.h2);
         let mut stop = self.shutdown_signal();
         let mut draining = false;
-        let mut drain_deadline = std::pin::pin!(tokio::time::sleep(Duration::MAX / 4));
+        // Set to the shutdown deadline once draining: then the connection is cut.
+        let mut drain_deadline =
+            std::pin::pin!(tokio::time::sleep(Duration::from_secs(86400 * 365)));
         loop {
             tokio::select! {
                 next = conn.accept() => match next {
@@ -424,10 +454,10 @@ impl Server {
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);
                     break;
                 }
-                _ = stop.changed(), if !draining => {
+                until = stopped(&mut stop), if !draining => {
                     draining = true;
                     conn.graceful_shutdown();
-                    drain_deadline.as_mut().reset(Instant::now() + Duration::from_secs(30));
+                    drain_deadline.as_mut().reset(until);
                 }
                 _ = &mut drain_deadline => break,
             }
@@ -516,7 +546,7 @@ impl Server {
                         continue;
                     }
                 },
-                _ = stop.changed() => return Ok(()),
+                _ = stopped(&mut stop) => return Ok(()),
             };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
@@ -582,7 +612,9 @@ struct Driver {
     cmd_tx: mpsc::UnboundedSender<Cmd>,
     pending: HashMap<StreamId, (SendResponse<Bytes>, RecvStream, SocketAddr, DialerId)>,
     controls: HashMap<StreamId, SendStream<Bytes>>,
-    parked: HashMap<StreamId, (SendStream<Bytes>, RecvStream, DialerId)>,
+    parked: HashMap<StreamId, Parked>,
+    /// Streams parked during this drain, to watch once it ends.
+    fresh: Vec<StreamId>,
     dials: HashMap<DialId, oneshot::Sender<Result<RevConn, DialError>>>,
     metrics: Arc<Metrics>,
     conn_config: ConnConfig,
@@ -662,6 +694,12 @@ impl Driver {
                 self.dials.remove(&dial);
                 self.dialer.handle_event(now, Event::CancelDial { dial })
             }
+            Cmd::Shutdown => {
+                for send in self.controls.values_mut() {
+                    let _ = send.send_data(Bytes::new(), true);
+                }
+                Ok(())
+            }
             Cmd::Stats { reply } => {
                 let _ = reply.send(self.dialer.stats());
                 Ok(())
@@ -674,6 +712,31 @@ impl Driver {
     }
 
     fn drain(&mut self) {
+        self.carry_out();
+        // Streams that stay parked are watched: a Listener that resets one (it closed,
+        // or gave up on it) must not leave a dead stream for the next dial.
+        for stream in std::mem::take(&mut self.fresh) {
+            if let Some(Parked::Fresh(..)) = self.parked.get(&stream) {
+                let Some(Parked::Fresh(send, recv, id)) = self.parked.remove(&stream) else {
+                    continue;
+                };
+                let (take, taken) = oneshot::channel();
+                self.parked.insert(stream, Parked::Watched(take));
+                tokio::spawn(watch_parked(ParkedStream {
+                    stream,
+                    send,
+                    recv,
+                    id,
+                    taken,
+                    cmd: self.cmd_tx.clone(),
+                    config: self.conn_config,
+                    metrics: self.metrics.clone(),
+                }));
+            }
+        }
+    }
+
+    fn carry_out(&mut self) {
         while let Some(action) = self.dialer.poll_action() {
             match action {
                 Action::Accept { stream, kind } => {
@@ -697,7 +760,8 @@ impl Driver {
                         }
                         StreamKind::Data(_) => {
                             debug!(%id, %peer, "reverse connection stream ready");
-                            self.parked.insert(stream, (send, body, id));
+                            self.parked.insert(stream, Parked::Fresh(send, body, id));
+                            self.fresh.push(stream);
                         }
                     }
                 }
@@ -723,7 +787,12 @@ impl Driver {
                 }
                 Action::SendControl { stream, data } => {
                     if let Some(send) = self.controls.get_mut(&stream) {
-                        let _ = send.send_data(Bytes::from(data), false);
+                        if let Err(e) = send.send_data(Bytes::from(data), false) {
+                            // The control stream is gone: so is the session.
+                            debug!(error = %e, "control stream write failed");
+                            self.controls.remove(&stream);
+                            let _ = self.cmd_tx.send(Cmd::StreamClosed { stream });
+                        }
                     }
                 }
                 Action::Reset { stream, reason } => {
@@ -731,18 +800,36 @@ impl Driver {
                     if let Some(mut s) = self.controls.remove(&stream) {
                         s.send_reset(h2::Reason::from(CANCEL));
                     }
-                    if let Some((mut s, _, _)) = self.parked.remove(&stream) {
-                        s.send_reset(h2::Reason::from(CANCEL));
+                    match self.parked.remove(&stream) {
+                        Some(Parked::Fresh(mut s, _, _)) => s.send_reset(h2::Reason::from(CANCEL)),
+                        // Its watcher resets it when the sender is dropped.
+                        Some(Parked::Watched(take)) => drop(take),
+                        None => {}
                     }
                 }
                 Action::DialReady { dial, stream } => {
-                    let Some((send, recv, id)) = self.parked.remove(&stream) else {
+                    let Some(parked) = self.parked.remove(&stream) else {
                         continue;
                     };
-                    let conn = RevConn::new(send, recv, self.conn_config, id.to_string())
-                        .with_metrics(self.metrics.clone(), true);
-                    if let Some(reply) = self.dials.remove(&dial) {
-                        let _ = reply.send(Ok(conn));
+                    let reply = self.dials.remove(&dial);
+                    match parked {
+                        Parked::Fresh(send, recv, id) => {
+                            let conn = RevConn::new(send, recv, self.conn_config, id.to_string())
+                                .with_metrics(self.metrics.clone(), true);
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok(conn));
+                            }
+                        }
+                        Parked::Watched(take) => {
+                            if let Some(reply) = reply {
+                                if let Err(reply) = take.send(reply) {
+                                    // Reset by the Listener a moment ago.
+                                    let _ = reply.send(Err(DialError::PickupFailed(
+                                        "the spare stream was reset by the Listener".into(),
+                                    )));
+                                }
+                            }
+                        }
                     }
                 }
                 Action::DialFailed { dial, error } => {
@@ -784,4 +871,56 @@ async fn read_control(stream: StreamId, mut body: RecvStream, tx: mpsc::Unbounde
         }
     }
     let _ = tx.send(Cmd::StreamClosed { stream });
+}
+
+type DialReply = oneshot::Sender<Result<RevConn, DialError>>;
+
+/// A data stream answered `200` and not yet handed to a dial.
+enum Parked {
+    /// Parked during the current drain (it may be handed out at once).
+    Fresh(SendStream<Bytes>, RecvStream, DialerId),
+    /// Held by a [`watch_parked`] task; send it the dial's reply to hand it out.
+    Watched(oneshot::Sender<DialReply>),
+}
+
+struct ParkedStream {
+    stream: StreamId,
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    id: DialerId,
+    taken: oneshot::Receiver<DialReply>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    config: ConnConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// Holds a parked spare stream until a dial takes it, and reports it closed when the
+/// Listener resets it first (PROTOCOL.md 4.3).
+async fn watch_parked(mut p: ParkedStream) {
+    tokio::select! {
+        taken = &mut p.taken => match taken {
+            Ok(reply) => {
+                let conn = RevConn::new(p.send, p.recv, p.config, p.id.to_string())
+                    .with_metrics(p.metrics, true);
+                // A dial that gave up drops the conn, which resets the stream.
+                let _ = reply.send(Ok(conn));
+            }
+            // The driver let go of it (session ended): reset it.
+            Err(_) => p.send.send_reset(h2::Reason::from(CANCEL)),
+        },
+        reset = std::future::poll_fn(|cx| p.send.poll_reset(cx)) => {
+            debug!(id = %p.id, ?reset, "parked stream reset by the Listener");
+            let _ = p.cmd.send(Cmd::StreamClosed { stream: p.stream });
+        }
+    }
+}
+
+/// Waits until [`Server::shutdown`] started; returns its deadline. Pending forever
+/// when the server is gone without a shutdown.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    let deadline = stop.wait_for(Option::is_some).await.map(|d| *d);
+    match deadline {
+        Ok(d) => d.unwrap_or_else(Instant::now),
+        Err(_) => std::future::pending().await,
+    }
 }

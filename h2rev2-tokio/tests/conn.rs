@@ -249,3 +249,72 @@ async fn slow_reader_backpressure() {
         .unwrap()
         .unwrap();
 }
+
+/// The NAT application drops its first conns (the spares, never used): the public side
+/// sees the resets and never hands those dead streams to a dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spares_reset_by_the_listener_are_not_handed_out() {
+    init_tracing();
+    let certs = Certs::new();
+    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let mut opts = listener_opts(&public, &certs, "app", Some("tok"));
+    opts.machine.spares = 2;
+    let mut listener = bind_listener(opts);
+    timeout(Duration::from_secs(10), listener.wait_up())
+        .await
+        .unwrap()
+        .unwrap();
+    // Drop the two spares as they arrive.
+    for _ in 0..2 {
+        let spare = timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(spare);
+    }
+    // Wait until the public side forgot them.
+    for _ in 0..500 {
+        if public.server.stats().await.spares == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        public.server.stats().await.spares,
+        0,
+        "reset spares still parked"
+    );
+    tokio::spawn(async move {
+        while let Ok(mut c) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = c.read(&mut buf).await {
+                    if n == 0 || c.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let _ = c.flush().await;
+                }
+                let _ = c.shutdown().await;
+            });
+        }
+    });
+    for i in 0..5 {
+        let mut c = timeout(Duration::from_secs(5), public.server.dial(&id("app")))
+            .await
+            .unwrap()
+            .unwrap();
+        let r = timeout(Duration::from_secs(5), async {
+            c.write_all(b"echo").await?;
+            c.flush().await?;
+            let mut buf = [0u8; 4];
+            c.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            &r.unwrap_or_else(|e| panic!("dial {i}: dead conn: {e}")),
+            b"echo"
+        );
+    }
+}
