@@ -31,7 +31,7 @@ fn demo_answers_curl() {
         );
         assert!(body.contains("h2rev2 reverse connection"), "{body}");
     }
-    demo.wait_for("dial", Duration::from_secs(5));
+    demo.wait_for(" dial id=", Duration::from_secs(5));
     demo.signal("INT");
     let st = demo.wait_exit(Duration::from_secs(10));
     assert!(st.success(), "{st}");

@@ -92,7 +92,7 @@ fn run_example(internal_port: u16, public_port: u16) {
         Duration::from_secs(20),
     );
     assert_eq!(body, "the internal server's /get\n");
-    server.wait_for("dial", Duration::from_secs(5));
+    server.wait_for(" dial id=", Duration::from_secs(5));
     python.wait_for("\"GET /get HTTP/1.1\" 200", Duration::from_secs(5));
 
     // A stranger cannot take the id while the session lives, nor register another one.
