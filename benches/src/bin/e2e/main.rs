@@ -1,0 +1,663 @@
+//! End-to-end benchmark harness of h2rev2 (issue 7).
+//!
+//! `cargo run --release -p benches --bin e2e [-- --smoke] [--out DIR]`
+//!
+//! Starts, on 127.0.0.1, three processes (this binary re-executed with a hidden
+//! `--role`): a fast internal hyper server (plain and TLS ports), the public server
+//! (h2rev2-tokio `Server`, TLS, with `forward_tcp` ports) and the NAT side (Listeners
+//! serving `nat::relay_tcp`, `nat::serve_http_proxy`, or holding conns). Load clients run
+//! in this process. Every tunnel figure is set beside the same internal server reached
+//! directly, plain and TLS. Prints a table with PASS/MISS per target, writes
+//! `e2e.json` and `e2e.svg` (or `e2e-smoke.*`) into `--out` (default `target/e2e`).
+
+mod child;
+mod delay;
+mod load;
+mod report;
+mod roles;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::child::{Child, Mem};
+use crate::load::{ClientTls, Endpoint, LoadSpec, Proto};
+use crate::report::{
+    DialRow, FAR, PLAIN, PROXY, PerItem, Report, RequestRow, SINGLE, Sides, TCP, TLS, ThroughputRow,
+};
+
+/// The harness's error type.
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Parser, Debug)]
+#[command(about = "End-to-end benchmark of the h2rev2 tunnel against direct connections")]
+struct Args {
+    /// Tiny sizes and short runs (CI): every measurement path, a few seconds in all.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for the JSON and SVG outputs.
+    #[arg(long, default_value = "target/e2e")]
+    out: PathBuf,
+    /// Internal: run as a role process.
+    #[arg(long, hide = true, value_enum)]
+    role: Option<roles::Role>,
+}
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Sizes {
+    single_bytes: u64,
+    aggregate_total: u64,
+    aggregate_streams: Vec<usize>,
+    far_bytes: u64,
+    one_way_delay_ms: u64,
+    small_clients: Vec<usize>,
+    small_warmup_ms: u64,
+    small_duration_ms: u64,
+    dial_n: usize,
+    sessions: usize,
+    streams: usize,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            single_bytes: 1 << 30,
+            aggregate_total: 1 << 30,
+            aggregate_streams: vec![16, 256],
+            far_bytes: 1 << 30,
+            one_way_delay_ms: 10,
+            small_clients: vec![1, 50, 500],
+            small_warmup_ms: 1000,
+            small_duration_ms: 5000,
+            dial_n: 2000,
+            sessions: 1000,
+            streams: 10_000,
+        }
+    }
+
+    fn smoke() -> Sizes {
+        Sizes {
+            single_bytes: 4 << 20,
+            aggregate_total: 4 << 20,
+            aggregate_streams: vec![16, 256],
+            far_bytes: 4 << 20,
+            one_way_delay_ms: 10,
+            small_clients: vec![1, 50, 500],
+            small_warmup_ms: 50,
+            small_duration_ms: 200,
+            dial_n: 50,
+            sessions: 50,
+            streams: 500,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(role) = args.role {
+        return match roles::run(role) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("e2e role {role:?}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // 500 clients, 1,000 Listeners and their peers' sockets; children inherit it.
+    if let Err(e) = rlimit::increase_nofile_limit(1 << 20) {
+        eprintln!("e2e: cannot raise RLIMIT_NOFILE: {e}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("e2e: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("e2e: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the harness set up.
+struct Bench {
+    sizes: Sizes,
+    smoke: bool,
+    tls: ClientTls,
+    internal: Child,
+    public: Child,
+    nat: Child,
+    public_url: String,
+    /// Listener sessions that are always there (not the idle ones).
+    base_sessions: usize,
+    direct_plain: Endpoint,
+    direct_tls: Endpoint,
+    tcp_fwd: Endpoint,
+    http_proxy: Endpoint,
+    far_plain: Endpoint,
+    far_tls: Endpoint,
+    far_tcp: Endpoint,
+    far_proxy: Endpoint,
+    report: Report,
+}
+
+fn ep(addr: SocketAddr, tls: bool, prefix: &str) -> Endpoint {
+    Endpoint {
+        addr,
+        tls,
+        prefix: prefix.to_string(),
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+const CMD: Duration = Duration::from_secs(30);
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    read_trim("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn run(args: Args) -> Res<bool> {
+    let started = Instant::now();
+    let sizes = if args.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::full()
+    };
+    let mut report = Report::default();
+    report.meta = report::Meta {
+        mode: if args.smoke { "smoke" } else { "full" }.into(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu: cpu_model(),
+        loadavg_start: read_trim("/proc/loadavg"),
+        kernel: read_trim("/proc/sys/kernel/osrelease"),
+        link_emulation: format!(
+            "in-harness delay relay, {} ms each way on the Listener-to-public-server TCP \
+             connection (and on the direct baseline's); {}",
+            sizes.one_way_delay_ms,
+            netem_probe().await
+        ),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        sizes: serde_json::to_value(&sizes)?,
+        ..Default::default()
+    };
+    eprintln!("e2e: {} mode; setting up", report.meta.mode);
+    let mut b = setup(sizes, args.smoke, report).await?;
+
+    type Phase = for<'a> fn(
+        &'a mut Bench,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Res<()>> + Send + 'a>,
+    >;
+    let phases: [(&str, Phase, u64); 8] = [
+        ("idle memory", |b| Box::pin(b.idle_memory()), 60),
+        ("dial latency", |b| Box::pin(b.dial_latency()), 120),
+        ("single stream", |b| Box::pin(b.single_stream()), 300),
+        ("aggregate", |b| Box::pin(b.aggregate()), 300),
+        ("small requests", |b| Box::pin(b.small_requests()), 600),
+        ("20 ms link", |b| Box::pin(b.far_link()), 300),
+        ("streams memory", |b| Box::pin(b.streams_memory()), 300),
+        ("sessions memory", |b| Box::pin(b.sessions_memory()), 300),
+    ];
+    for (name, phase, limit) in phases {
+        eprintln!("e2e: {name} (t+{:.1}s)", started.elapsed().as_secs_f64());
+        let limit = Duration::from_secs(if b.smoke { limit.min(60) } else { limit });
+        match tokio::time::timeout(limit, phase(&mut b)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => b.report.errors.push(format!("{name}: {e}")),
+            Err(_) => b
+                .report
+                .errors
+                .push(format!("{name}: not done within {limit:?}")),
+        }
+    }
+    if let Err(e) = b.end_memory().await {
+        b.report.errors.push(format!("end memory: {e}"));
+    }
+
+    let Bench {
+        mut report,
+        internal,
+        public,
+        nat,
+        ..
+    } = b;
+    for c in [internal, public, nat] {
+        c.stop().await;
+    }
+    report.meta.loadavg_end = read_trim("/proc/loadavg");
+    report.meta.wall_secs = started.elapsed().as_secs_f64();
+    report.evaluate();
+    print!("{}", report.table());
+
+    std::fs::create_dir_all(&args.out)?;
+    let stem = if args.smoke { "e2e-smoke" } else { "e2e" };
+    let json_path = args.out.join(format!("{stem}.json"));
+    let svg_path = args.out.join(format!("{stem}.svg"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(&svg_path, report.svg()?)?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(report.errors.is_empty())
+}
+
+/// Whether `tc netem` could be used (in a network namespace the harness makes and
+/// removes at once). The harness always uses its delay relay, so that every machine
+/// measures the same thing; this only says what the machine offers.
+async fn netem_probe() -> String {
+    let run = |args: Vec<String>| async move {
+        match tokio::process::Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+        {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Err(format!("{}: {e}", args[0])),
+        }
+    };
+    let ns = format!("h2rev2-e2e-probe-{}", std::process::id());
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    if let Err(e) = run(s(&["ip", "netns", "add", &ns])).await {
+        return format!("tc netem not tried: cannot create a network namespace ({e})");
+    }
+    let r = run(s(&[
+        "ip", "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+        "10ms",
+    ]))
+    .await;
+    let _ = run(s(&["ip", "netns", "del", &ns])).await;
+    match r {
+        Ok(()) => "tc netem is available on this machine but not used".into(),
+        Err(e) => format!("tc netem unavailable on this kernel ({e})"),
+    }
+}
+
+async fn setup(sizes: Sizes, smoke: bool, report: Report) -> Res<Bench> {
+    let internal = Child::spawn("internal").await?;
+    let public = Child::spawn("public").await?;
+    let mut nat = Child::spawn("nat").await?;
+    let plain = local(internal.port("plain")?);
+    let itls = local(internal.port("tls")?);
+    let paddr = local(public.port("tls")?);
+    let public_url = roles::public_url(paddr);
+    let delay = Duration::from_millis(sizes.one_way_delay_ms);
+    let far_public = delay::spawn(paddr, delay).await?;
+    let far_url = roles::public_url(far_public);
+    let listeners = [
+        ("tcp", &public_url, format!("tcp:{plain}"), 2),
+        ("http", &public_url, format!("http:http://{plain}"), 2),
+        ("dial-spare", &public_url, "hold".to_string(), 2),
+        ("dial-nospare", &public_url, "hold".to_string(), 0),
+        ("hold", &public_url, "hold".to_string(), 2),
+        ("far-tcp", &far_url, format!("tcp:{plain}"), 2),
+        ("far-http", &far_url, format!("http:http://{plain}"), 2),
+    ];
+    let base_sessions = listeners.len();
+    for (id, url, service, spares) in &listeners {
+        nat.cmd(&format!("listen {id} {url} {service} {spares}"), CMD)
+            .await?;
+    }
+    let mut public = public;
+    let fwd = |v: serde_json::Value| -> Res<u16> {
+        v["port"]
+            .as_u64()
+            .map(|p| p as u16)
+            .ok_or_else(|| "no port".into())
+    };
+    let tcp_port = fwd(public.cmd("forward tcp", CMD).await?)?;
+    let far_tcp_port = fwd(public.cmd("forward far-tcp", CMD).await?)?;
+    public
+        .cmd(&format!("wait-sessions {base_sessions} 20000"), CMD)
+        .await?;
+    let far_plain = delay::spawn(plain, delay).await?;
+    let far_tls = delay::spawn(itls, delay).await?;
+    let mut b = Bench {
+        tls: ClientTls::new()?,
+        sizes,
+        smoke,
+        internal,
+        public,
+        nat,
+        public_url,
+        base_sessions,
+        direct_plain: ep(plain, false, ""),
+        direct_tls: ep(itls, true, ""),
+        tcp_fwd: ep(local(tcp_port), false, ""),
+        http_proxy: ep(paddr, true, "/proxy/http"),
+        far_plain: ep(far_plain, false, ""),
+        far_tls: ep(far_tls, true, ""),
+        far_tcp: ep(local(far_tcp_port), false, ""),
+        far_proxy: ep(paddr, true, "/proxy/far-http"),
+        report,
+    };
+    b.warm_up().await?;
+    Ok(b)
+}
+
+impl Bench {
+    fn paths(&self) -> [(&'static str, Endpoint); 4] {
+        [
+            (PLAIN, self.direct_plain.clone()),
+            (TLS, self.direct_tls.clone()),
+            (TCP, self.tcp_fwd.clone()),
+            (PROXY, self.http_proxy.clone()),
+        ]
+    }
+
+    fn far_paths(&self) -> [(&'static str, Endpoint); 4] {
+        [
+            (PLAIN, self.far_plain.clone()),
+            (TLS, self.far_tls.clone()),
+            (TCP, self.far_tcp.clone()),
+            (PROXY, self.far_proxy.clone()),
+        ]
+    }
+
+    /// One small request per path and version: everything answers before measuring.
+    async fn warm_up(&mut self) -> Res<()> {
+        let all: Vec<_> = self.paths().into_iter().chain(self.far_paths()).collect();
+        for (name, ep) in all {
+            for proto in [Proto::H1, Proto::H2] {
+                let mut c = load::Client::open(&ep, proto, &self.tls)
+                    .await
+                    .map_err(|e| format!("warm-up {name} {}: {e}", proto.label()))?;
+                let (status, n) = c.get("/small").await?;
+                if status != http::StatusCode::OK || n as usize != roles::SMALL_BODY.len() {
+                    return Err(format!("warm-up {name}: status {status}, {n} bytes").into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sides(&self) -> Res<Sides> {
+        Ok(Sides {
+            public: self.public.mem()?,
+            nat: self.nat.mem()?,
+        })
+    }
+
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(if self.smoke { 200 } else { 1000 })).await;
+    }
+
+    async fn idle_memory(&mut self) -> Res<()> {
+        self.settle().await;
+        self.report.memory.idle = self.sides()?;
+        self.report.memory.internal_idle = self.internal.mem()?;
+        Ok(())
+    }
+
+    async fn dial_latency(&mut self) -> Res<()> {
+        let n = self.sizes.dial_n;
+        // A 2 ms pause lets the Listener replace the spare the previous dial took.
+        for (id, with_spare, pause_us) in [("dial-spare", true, 2000), ("dial-nospare", false, 0)] {
+            let stats = self
+                .public
+                .cmd(
+                    &format!("dial-bench {id} {n} {pause_us}"),
+                    Duration::from_secs(120),
+                )
+                .await?;
+            self.report.dial.push(DialRow { with_spare, stats });
+        }
+        Ok(())
+    }
+
+    async fn throughput(
+        &mut self,
+        scenario: &str,
+        paths: Vec<(&str, Endpoint)>,
+        streams: usize,
+        bytes_each: u64,
+    ) -> Res<()> {
+        for (name, ep) in paths {
+            let t = load::download(&ep, &self.tls, streams, bytes_each)
+                .await
+                .map_err(|e| format!("{scenario}, {name}: {e}"))?;
+            eprintln!(
+                "e2e:   {scenario:<26} {name:<13} {:>9.1} MB/s",
+                t.mb_per_s()
+            );
+            self.report.throughput.push(ThroughputRow {
+                scenario: scenario.to_string(),
+                streams,
+                path: name.to_string(),
+                bytes: t.bytes,
+                secs: t.secs,
+                mb_s: t.mb_per_s(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn single_stream(&mut self) -> Res<()> {
+        let paths = self.paths().to_vec();
+        self.throughput(SINGLE, paths, 1, self.sizes.single_bytes)
+            .await
+    }
+
+    async fn aggregate(&mut self) -> Res<()> {
+        for streams in self.sizes.aggregate_streams.clone() {
+            let paths = self.paths().to_vec();
+            let each = (self.sizes.aggregate_total / streams as u64).max(1);
+            self.throughput(&format!("{streams} streams"), paths, streams, each)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn far_link(&mut self) -> Res<()> {
+        let paths = self.far_paths().to_vec();
+        self.throughput(FAR, paths, 1, self.sizes.far_bytes).await
+    }
+
+    async fn small_requests(&mut self) -> Res<()> {
+        let spec = |proto, clients| LoadSpec {
+            proto,
+            clients,
+            warmup: Duration::from_millis(self.sizes.small_warmup_ms),
+            duration: Duration::from_millis(self.sizes.small_duration_ms),
+        };
+        let max_clients = self.sizes.small_clients.iter().copied().max().unwrap_or(0);
+        for proto in [Proto::H1, Proto::H2] {
+            for clients in self.sizes.small_clients.clone() {
+                let sample = proto == Proto::H1 && clients == max_clients;
+                let sampler = sample.then(|| PeakSampler::start(self.public.pid, self.nat.pid));
+                for (name, ep) in self.paths() {
+                    let r = load::small_requests(&ep, &self.tls, spec(proto, clients))
+                        .await
+                        .map_err(|e| format!("{} x{clients} {name}: {e}", proto.label()))?;
+                    let row = RequestRow {
+                        proto: proto.label().into(),
+                        clients,
+                        path: name.into(),
+                        requests: r.requests,
+                        rps: r.rps,
+                        p50_us: load::quantile_us(&r.hist, 0.5),
+                        p99_us: load::quantile_us(&r.hist, 0.99),
+                        p999_us: load::quantile_us(&r.hist, 0.999),
+                        errors: r.errors,
+                    };
+                    eprintln!(
+                        "e2e:   {} x{clients:<4} {name:<13} {:>9.0} req/s p99 {:.3} ms, {} errors",
+                        row.proto,
+                        row.rps,
+                        row.p99_us / 1e3,
+                        row.errors
+                    );
+                    if r.errors > 0 {
+                        self.report.errors.push(format!(
+                            "{} x{clients} {name}: {} failed requests",
+                            row.proto, r.errors
+                        ));
+                    }
+                    if r.requests == 0 {
+                        self.report
+                            .errors
+                            .push(format!("{} x{clients} {name}: no request done", row.proto));
+                    }
+                    self.report.requests.push(row);
+                }
+                if let Some(s) = sampler {
+                    self.report.memory.peak_500_clients = s.stop().await;
+                    // The clients' connections are closed; let both sides notice.
+                    self.settle().await;
+                    self.report.memory.after_500_clients = self.sides()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn nat_held(&mut self) -> Res<u64> {
+        let v = self.nat.cmd("held", CMD).await?;
+        v["held"].as_u64().ok_or_else(|| "no held count".into())
+    }
+
+    /// Polls until `ok(count)`, at most `limit`.
+    async fn wait_held(&mut self, ok: impl Fn(u64) -> bool, limit: Duration) -> Res<u64> {
+        let until = Instant::now() + limit;
+        loop {
+            let n = self.nat_held().await?;
+            if ok(n) {
+                return Ok(n);
+            }
+            if Instant::now() > until {
+                return Err(format!("NAT side holds {n} conns after {limit:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn streams_memory(&mut self) -> Res<()> {
+        let n = self.sizes.streams;
+        let mut p = PerItem {
+            n,
+            ..Default::default()
+        };
+        self.settle().await;
+        let held0 = self.nat_held().await?;
+        p.before = self.sides()?;
+        self.public
+            .cmd(&format!("hold hold {n} 256"), Duration::from_secs(240))
+            .await?;
+        self.wait_held(|h| h >= held0 + n as u64, Duration::from_secs(60))
+            .await?;
+        self.settle().await;
+        p.with = self.sides()?;
+        self.public.cmd("release", CMD).await?;
+        self.wait_held(|h| h <= held0, Duration::from_secs(60))
+            .await?;
+        self.settle().await;
+        p.after = self.sides()?;
+        p.compute();
+        self.report.memory.streams = p;
+        Ok(())
+    }
+
+    async fn sessions_memory(&mut self) -> Res<()> {
+        let n = self.sizes.sessions;
+        let mut p = PerItem {
+            n,
+            ..Default::default()
+        };
+        self.settle().await;
+        p.before = self.sides()?;
+        let url = self.public_url.clone();
+        self.nat
+            .cmd(&format!("idle {n} {url} idle"), Duration::from_secs(240))
+            .await?;
+        self.public
+            .cmd(
+                &format!("wait-sessions {} 60000", self.base_sessions + n),
+                Duration::from_secs(70),
+            )
+            .await?;
+        self.settle().await;
+        p.with = self.sides()?;
+        self.nat.cmd("close-idle", CMD).await?;
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.public.cmd("stats", CMD).await?;
+            if s["sessions"].as_u64().unwrap_or(u64::MAX) <= self.base_sessions as u64 {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(format!("sessions still open after close: {s}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.settle().await;
+        p.after = self.sides()?;
+        p.compute();
+        self.report.memory.sessions = p;
+        Ok(())
+    }
+
+    async fn end_memory(&mut self) -> Res<()> {
+        tokio::time::sleep(Duration::from_secs(if self.smoke { 1 } else { 3 })).await;
+        self.report.memory.end = self.sides()?;
+        Ok(())
+    }
+}
+
+/// Samples both sides' RSS every 50 ms and keeps the highest.
+struct PeakSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Sides>,
+}
+
+impl PeakSampler {
+    fn start(public: u32, nat: u32) -> PeakSampler {
+        let (stop, mut rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut peak = Sides::default();
+            let max = |a: Mem, b: Mem| if b.rss_kib > a.rss_kib { b } else { a };
+            loop {
+                if let (Ok(p), Ok(n)) = (child::mem_of(public), child::mem_of(nat)) {
+                    peak.public = max(peak.public, p);
+                    peak.nat = max(peak.nat, n);
+                }
+                tokio::select! {
+                    _ = &mut rx => return peak,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        PeakSampler { stop, task }
+    }
+
+    async fn stop(self) -> Sides {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
