@@ -21,8 +21,10 @@ use smol::Timer;
 /// (PROTOCOL.md 5).
 ///
 /// * Writes are coalesced ([`ConnConfig`]): a burst of small writes becomes few DATA
-///   frames; `flush` sends what is buffered, and buffered bytes go out by themselves
-///   after [`ConnConfig::flush_delay`].
+///   frames; `flush` sends what is buffered. Unflushed bytes also go out by
+///   themselves after [`ConnConfig::flush_delay`] while the conn is polled (any read
+///   or write on it: a writer awaiting the answer on the same conn is enough). Flush
+///   before waiting on something else, as with any buffered writer.
 /// * `close` is a **half-close** (END_STREAM): reading goes on until the peer ends
 ///   too, as with `TcpStream::shutdown(Write)`.
 /// * Dropping it without `close` resets the stream (`CANCEL`), so the peer never takes

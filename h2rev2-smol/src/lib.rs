@@ -8,6 +8,7 @@
 mod conn;
 mod io;
 mod listener;
+mod relay;
 mod server;
 pub mod settings;
 mod spawn;
@@ -18,6 +19,7 @@ pub use conn::RevConn;
 pub use h2rev2_proto as proto;
 pub use io::{BoxTransport, Connector, Transport};
 pub use listener::{Listener, ListenerOptions, OptionsError, Status};
+pub use relay::relay;
 pub use server::{NO_PROXY_HERE, Server, ServerConfig};
 pub use settings::H2Settings;
 pub use spawn::{Spawner, Task};

@@ -1,0 +1,55 @@
+//! Byte relay between two futures-io connections, with half-close passed through.
+
+use std::io;
+
+use futures_io::{AsyncRead, AsyncWrite};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Copies both ways until both sides ended; the end of one side's bytes becomes a
+/// `close` (END_STREAM on a [`crate::RevConn`], FIN on a TCP stream) of the other's
+/// write side. Returns the bytes copied (a to b, b to a).
+///
+/// For exposing a local TCP service through the tunnel:
+///
+/// ```no_run
+/// # async fn run(listener: h2rev2_smol::Listener) -> std::io::Result<()> {
+/// loop {
+///     let conn = listener.accept().await?;
+///     smol::spawn(async move {
+///         let tcp = smol::net::TcpStream::connect("127.0.0.1:5432").await?;
+///         h2rev2_smol::relay(conn, tcp).await
+///     })
+///     .detach();
+/// }
+/// # }
+/// ```
+pub async fn relay<A, B>(a: A, b: B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (a_read, a_write) = smol::io::split(a);
+    let (b_read, b_write) = smol::io::split(b);
+    let (ab, ba) = smol::future::zip(copy(a_read, b_write), copy(b_read, a_write)).await;
+    Ok((ab?, ba?))
+}
+
+async fn copy(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).await?;
+        // Relay promptly: the other side may wait for these bytes to answer.
+        to.flush().await?;
+        total += n as u64;
+    }
+    to.close().await?;
+    Ok(total)
+}

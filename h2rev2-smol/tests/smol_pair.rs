@@ -1,0 +1,266 @@
+//! The smol adapter against itself: a smol Listener and a smol public server, both on
+//! smol's executor, over real TLS on 127.0.0.1, with every task's polls checked for a
+//! tokio runtime (there must be none: h2 runs through tokio-util's compat only).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use h2rev2_smol::proto::dialer::DialError;
+use h2rev2_smol::{Listener, ListenerOptions, Server, ServerConfig};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
+
+struct Setup {
+    server: Server,
+    listener: Listener,
+    uploads: smol::channel::Receiver<Upload>,
+    port: u16,
+}
+
+async fn setup(probe: &Arc<RuntimeProbe>, certs: &Certs) -> Setup {
+    let mut config = ServerConfig::default();
+    config.dialer.auth.add_token(id("box"), "tok");
+    config.spawner = probe.spawner(|t| smol::spawn(t).detach());
+    let server = Server::new(config);
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
+
+    let url = format!("https://localhost:{port}");
+    let mut opts = ListenerOptions::new(&url, id("box"), certs.client_tls()).unwrap();
+    opts.token = Some("tok".into());
+    opts.spawner = probe.spawner(|t| smol::spawn(t).detach());
+    let listener = Listener::bind(opts).unwrap();
+    with_timeout(Duration::from_secs(10), listener.wait_up())
+        .await
+        .unwrap();
+    Setup {
+        server,
+        listener,
+        uploads: smol::channel::unbounded().1,
+        port,
+    }
+}
+
+/// Accepts conns and serves the test exercises on them, on smol's executor.
+fn serve_accepted(
+    probe: &Arc<RuntimeProbe>,
+    listener: Listener,
+) -> smol::channel::Receiver<Upload> {
+    let (tx, rx) = smol::channel::unbounded();
+    let p = probe.clone();
+    smol::spawn(probe.wrap(async move {
+        while let Ok(conn) = listener.accept().await {
+            let tx = tx.clone();
+            smol::spawn(p.wrap(async move {
+                let _ = serve_test_conn(conn, tx).await;
+            }))
+            .detach();
+        }
+    }))
+    .detach();
+    rx
+}
+
+#[test]
+fn no_tokio_runtime_in_any_task_and_bytes_both_ways() {
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let Setup {
+            server, listener, ..
+        } = setup(&probe, &certs).await;
+        let uploads = serve_accepted(&probe, listener);
+        // Several conns at once, each with both exercises.
+        let mut tasks = Vec::new();
+        for i in 0..4u64 {
+            let server = server.clone();
+            tasks.push(smol::spawn(probe.wrap(async move {
+                let conn = server.dial(&id("box")).await.unwrap();
+                check_echo(conn, 3 << 20, i).await.unwrap();
+            })));
+        }
+        for t in tasks {
+            with_timeout(Duration::from_secs(60), t).await;
+        }
+        let conn = server.dial(&id("box")).await.unwrap();
+        check_download_upload(conn, 2 << 20, 1 << 20, 7, &uploads)
+            .await
+            .unwrap();
+    }));
+    probe.assert_clean(100);
+}
+
+#[test]
+fn unknown_id_fails_at_once_and_proxy_routes_name_the_tokio_adapter() {
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let s = setup(&probe, &certs).await;
+        let started = Instant::now();
+        let e = s.server.dial(&id("nobody")).await.unwrap_err();
+        assert_eq!(e, DialError::NoSession);
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        // An HTTP/2 Client asking for the proxy route gets a 404 naming h2rev2-tokio.
+        let tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+        let tls = futures_rustls::TlsConnector::from(certs.client_tls())
+            .connect(h2rev2_smol::tls::server_name("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        use tokio_util::compat::FuturesAsyncReadCompatExt;
+        let (h2, conn) = h2::client::handshake(tls.compat()).await.unwrap();
+        smol::spawn(probe.wrap(async move {
+            let _ = conn.await;
+        }))
+        .detach();
+        let mut h2 = h2.ready().await.unwrap();
+        let req = http::Request::get(format!("https://localhost:{}/proxy/box/x", s.port))
+            .body(())
+            .unwrap();
+        let (resp, _) = h2.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 404);
+        let mut body = resp.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("h2rev2-tokio"), "{text}");
+
+        // A revdial request without a token is refused (401), with a reason.
+        let req = http::Request::get(format!("https://localhost:{}/revdial?id=box", s.port))
+            .body(())
+            .unwrap();
+        let (resp, _) = h2.send_request(req, false).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 401);
+        drop(s.listener);
+    }));
+    probe.assert_clean(10);
+}
+
+#[test]
+fn http1_clients_get_a_404_naming_h2rev2_tokio() {
+    let probe = Arc::new(RuntimeProbe::default());
+    smol::block_on(async {
+        let mut config = ServerConfig::default();
+        config.spawner = probe.spawner(|t| smol::spawn(t).detach());
+        let server = Server::new(config);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        smol::spawn(server.clone().serve_cleartext(tcp)).detach();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /proxy/a/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).await.unwrap();
+        assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+        assert!(resp.contains("h2rev2-tokio"), "{resp}");
+        server.shutdown(Duration::from_millis(100)).await;
+    });
+    probe.assert_clean(2);
+}
+
+#[test]
+fn drop_without_close_resets_and_close_is_a_half_close() {
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let s = setup(&probe, &certs).await;
+        let bx = id("box");
+        // Dropped without close: the peer reads ConnectionReset, not a clean end.
+        let dial = s.server.dial(&bx);
+        let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
+        let mut conn = conn.unwrap();
+        let mut accepted = accepted.unwrap();
+        accepted.write_all(b"partial").await.unwrap();
+        accepted.flush().await.unwrap();
+        let mut buf = [0u8; 7];
+        conn.read_exact(&mut buf).await.unwrap();
+        drop(accepted);
+        let e = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+
+        // close() ends our side only: we still read what the peer sends after.
+        let dial = s.server.dial(&bx);
+        let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
+        let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+        conn.write_all(b"question").await.unwrap();
+        conn.close().await.unwrap();
+        let mut q = Vec::new();
+        accepted.read_to_end(&mut q).await.unwrap();
+        assert_eq!(q, b"question");
+        accepted
+            .write_all(b"answer after your close")
+            .await
+            .unwrap();
+        accepted.close().await.unwrap();
+        let mut a = Vec::new();
+        conn.read_to_end(&mut a).await.unwrap();
+        assert_eq!(a, b"answer after your close");
+        // An unflushed small write still goes out (the flush delay) while its writer
+        // waits for the answer on the same conn, as a request/response client does.
+        let dial = s.server.dial(&bx);
+        let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
+        let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+        let asker = async {
+            accepted.write_all(b"ping").await.unwrap(); // no flush
+            let mut p = [0u8; 4];
+            accepted.read_exact(&mut p).await.unwrap();
+            p
+        };
+        let answerer = async {
+            let mut p = [0u8; 4];
+            conn.read_exact(&mut p).await.unwrap();
+            assert_eq!(&p, b"ping");
+            conn.write_all(b"pong").await.unwrap();
+            conn.flush().await.unwrap();
+        };
+        let (answer, ()) =
+            with_timeout(Duration::from_secs(5), smol::future::zip(asker, answerer)).await;
+        assert_eq!(&answer, b"pong");
+    }));
+    probe.assert_clean(10);
+}
+
+#[test]
+fn listener_reconnects_after_the_server_restarts_on_the_same_port() {
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let mut s = setup(&probe, &certs).await;
+        s.uploads = serve_accepted(&probe, s.listener);
+        let conn = s.server.dial(&id("box")).await.unwrap();
+        check_echo(conn, 1 << 20, 1).await.unwrap();
+
+        s.server.shutdown(Duration::ZERO).await;
+        assert_eq!(s.server.connections(), 0);
+        // A new server on the same port: the Listener finds it with its backoff.
+        let mut config = ServerConfig::default();
+        config.dialer.auth.add_token(id("box"), "tok");
+        config.spawner = probe.spawner(|t| smol::spawn(t).detach());
+        let server = Server::new(config);
+        let tcp = TcpListener::bind(("127.0.0.1", s.port)).await.unwrap();
+        smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
+        eventually(Duration::from_secs(15), async || {
+            server.stats().await.sessions == 1
+        })
+        .await;
+        let conn = server.dial(&id("box")).await.unwrap();
+        check_echo(conn, 1 << 20, 2).await.unwrap();
+        let conn = server.dial(&id("box")).await.unwrap();
+        check_download_upload(conn, 1 << 20, 1 << 20, 3, &s.uploads)
+            .await
+            .unwrap();
+    }));
+    probe.assert_clean(50);
+}
