@@ -5,7 +5,9 @@
 //!
 //! * Public side: [`Server`] accepts Listeners on `B/revdial`, proxies Clients'
 //!   requests on `B/proxy/{id}/…`, and [`Server::dial`] returns a reverse conn;
-//!   [`DialConnector`] lets a hyper client call NATed servers.
+//!   [`DialConnector`] lets a hyper client call NATed servers;
+//!   [`Server::service`] mounts the proxy routes in your own hyper or axum server
+//!   (Listeners still connect to the built-in HTTP/2 listener, [`Server::serve`]).
 //! * NAT side: [`Listener`] dials out, reconnects forever, and
 //!   [`Listener::accept`] yields conns; [`nat::serve_http_proxy`] and
 //!   [`nat::relay_tcp`] are ready-made services over it.
@@ -32,7 +34,7 @@ pub use connector::{ConnectError, DialConnector};
 pub use h2rev2_proto as proto;
 pub use identity::CertIdentity;
 pub use listener::{Listener, ListenerOptions, OptionsError, Status};
-pub use proxy::{BoxError, ProxyBody};
+pub use proxy::{BoxError, ProxyBody, ProxyService};
 pub use relay::relay;
 pub use server::{Server, ServerConfig};
 pub use settings::H2Settings;

@@ -277,10 +277,24 @@ where
 
 async fn handle_http1(
     server: Server,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: SocketAddr,
     tls: bool,
 ) -> Response<ProxyBody> {
+    handle(server, req, peer, tls).await
+}
+
+/// Serves one Client request on the proxy routes (any body type).
+async fn handle<B>(
+    server: Server,
+    mut req: Request<B>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     let route = server
         .config()
         .routes
@@ -289,7 +303,8 @@ async fn handle_http1(
         Ok(Route::Revdial(_)) => {
             return text(
                 StatusCode::BAD_REQUEST,
-                "reverse connections need HTTP/2 (TLS with ALPN h2)\n".into(),
+                "reverse connections need HTTP/2 (TLS with ALPN h2) on the h2rev2 server itself\n"
+                    .into(),
             );
         }
         Ok(Route::Proxy {
@@ -303,8 +318,99 @@ async fn handle_http1(
     };
     let wants_upgrade = req.headers().contains_key(header::UPGRADE);
     let on_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let req = req.map(|b| b.map_err(BoxError::from).boxed());
+    let req = req.map(|b| b.map_err(Into::into).boxed());
     forward(&server, req, id, pq, prefix, peer, tls, on_upgrade).await
+}
+
+impl Server {
+    /// Serves one Client request on the proxy routes (`B/proxy/{id}/…` and the
+    /// default target), for mounting the proxy in your own hyper or axum server.
+    ///
+    /// `peer` is the Client's address and `tls` whether it came over TLS (for
+    /// `X-Forwarded-For` and `X-Forwarded-Proto`). A WebSocket (or any `Upgrade`)
+    /// request works when your server is hyper's HTTP/1.1 with upgrades enabled.
+    ///
+    /// Reverse connections themselves (`B/revdial`) cannot be served this way: they
+    /// need raw HTTP/2 streams, so Listeners must connect to [`Server::serve`] (or
+    /// [`Server::serve_connection`]); here they get `400`.
+    pub async fn handle<B>(
+        &self,
+        req: Request<B>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        handle(self.clone(), req, peer, tls).await
+    }
+
+    /// [`Server::handle`] as a hyper (and tower) service for one Client connection.
+    ///
+    /// ```no_run
+    /// # async fn run(server: h2rev2_tokio::Server, tcp: tokio::net::TcpStream) {
+    /// let peer = tcp.peer_addr().unwrap();
+    /// let io = hyper_util::rt::TokioIo::new(tcp);
+    /// hyper::server::conn::http1::Builder::new()
+    ///     .serve_connection(io, server.service(peer, false))
+    ///     .with_upgrades()
+    ///     .await
+    ///     .ok();
+    /// # }
+    /// ```
+    pub fn service(&self, peer: SocketAddr, tls: bool) -> ProxyService {
+        ProxyService {
+            server: self.clone(),
+            peer,
+            tls,
+        }
+    }
+}
+
+/// The proxy routes of a [`Server`] as a hyper and tower service (see
+/// [`Server::service`]). Never fails: errors are answered with a status.
+#[derive(Clone, Debug)]
+pub struct ProxyService {
+    server: Server,
+    peer: SocketAddr,
+    tls: bool,
+}
+
+type ServiceFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+impl<B> hyper::service::Service<Request<B>> for ProxyService
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn call(&self, req: Request<B>) -> Self::Future {
+        let (server, peer, tls) = (self.server.clone(), self.peer, self.tls);
+        Box::pin(async move { Ok(handle(server, req, peer, tls).await) })
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for ProxyService
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        hyper::service::Service::call(&*self, req)
+    }
 }
 
 /// An h2 request body as an [`http_body::Body`], releasing flow-control credit as
