@@ -106,6 +106,31 @@ fn run_example(internal_port: u16, public_port: u16) {
         &format!("https://localhost:{port}/revdial?dialerid=002"),
     ]);
     assert_eq!(code, "403", "only -dialer-id may register");
+    let mut intruder = Proc::h2rev2(
+        "intruder",
+        &[
+            "-cert",
+            &crt,
+            "-dialer-id",
+            "001",
+            "-proxy-host",
+            "http://127.0.0.1:9",
+            "localhost",
+            &port,
+        ],
+        &[],
+    );
+    intruder.wait_for("HTTP 409", Duration::from_secs(20));
+    drop(intruder);
+    let body = curl_until(
+        &["-k", &url],
+        "the internal server's /get",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        body, "the internal server's /get\n",
+        "the live session was kept"
+    );
 
     // Graceful stop on SIGINT, exit 0, on both sides.
     client.signal("INT");
