@@ -1,5 +1,6 @@
 //! Big transfers through the tunnel, checked with SHA-256: a 256 MiB download and a
-//! 64 MiB upload, both streamed (the test holds one chunk at a time).
+//! 64 MiB upload, both streamed (the test holds one chunk at a time), with an HTTP/2
+//! Client and with an HTTP/1.1 Client (the public side's code paths differ).
 //!
 //! Slow in debug builds (hashing and TLS dominate); CI may run this file with
 //! `cargo test --release -p h2rev2-tokio --test big`.
@@ -32,7 +33,26 @@ fn pattern_sha256(n: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn download_256_mib() {
+async fn download_256_mib_http2() {
+    download(Version::HTTP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_256_mib_http1() {
+    download(Version::HTTP_11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_64_mib_http2() {
+    upload(Version::HTTP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_64_mib_http1() {
+    upload(Version::HTTP_11).await;
+}
+
+async fn download(v: Version) {
     init_tracing();
     let s = stack().await;
     let expected = tokio::task::spawn_blocking(|| pattern_sha256(DOWN));
@@ -45,7 +65,7 @@ async fn download_256_mib() {
     .unwrap();
     let resp = timeout(
         Duration::from_secs(20),
-        request(s.public.addr, &s.certs, Version::HTTP_2, req),
+        request(s.public.addr, &s.certs, v, req),
     )
     .await
     .unwrap()
@@ -68,13 +88,12 @@ async fn download_256_mib() {
     assert_eq!(n, DOWN);
     assert_eq!(format!("{:x}", h.finalize()), expected.await.unwrap());
     eprintln!(
-        "256 MiB download: {took:?} ({:.0} MiB/s)",
+        "256 MiB download, {v:?}: {took:?} ({:.0} MiB/s)",
         DOWN as f64 / (1 << 20) as f64 / took.as_secs_f64()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_64_mib() {
+async fn upload(v: Version) {
     init_tracing();
     let s = stack().await;
     let expected = tokio::task::spawn_blocking(|| pattern_sha256(UP));
@@ -89,7 +108,7 @@ async fn upload_64_mib() {
     .unwrap();
     let resp = timeout(
         Duration::from_secs(240),
-        request(s.public.addr, &s.certs, Version::HTTP_11, req),
+        request(s.public.addr, &s.certs, v, req),
     )
     .await
     .expect("upload within 240 s")
@@ -102,7 +121,7 @@ async fn upload_64_mib() {
         format!("{} {UP}", expected.await.unwrap())
     );
     eprintln!(
-        "64 MiB upload: {took:?} ({:.0} MiB/s)",
+        "64 MiB upload, {v:?}: {took:?} ({:.0} MiB/s)",
         UP as f64 / (1 << 20) as f64 / took.as_secs_f64()
     );
 }
