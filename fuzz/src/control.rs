@@ -10,7 +10,8 @@ use h2rev2_proto::wire::{Command, ControlMessage, Decoder, MAX_CONTROL_LINE};
 pub struct Input {
     /// Cut points (taken modulo the length).
     pub cuts: Vec<u16>,
-    /// Repeat the bytes this many times (0 to 3) so long lines are reachable.
+    /// Repeat the bytes this many more times (modulo 32), so lines over the 64 KiB
+    /// bound are reachable from short inputs.
     pub repeat: u8,
     /// The bytes.
     pub data: Vec<u8>,
@@ -119,7 +120,7 @@ fn parse_line(line: &[u8]) -> Result<ControlMessage, ProtocolError> {
 /// The checks.
 pub fn check(input: &Input) {
     let mut data = input.data.clone();
-    for _ in 0..input.repeat % 4 {
+    for _ in 0..input.repeat % 32 {
         data.extend_from_slice(&input.data);
     }
     let (whole, _) = decode_chunks([data.as_slice()]);

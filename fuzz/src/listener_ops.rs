@@ -151,6 +151,9 @@ pub fn check(input: &Input) {
         }
         let asked = matches!(op, Op::ConnReady(_) | Op::RawControl(_));
         let mut pickups = 0;
+        // Whether the session is up at this point of the batch (a batch may open data
+        // streams and then, on a later bad line, tear the session down).
+        let mut up = matches!(before, State::Up { .. });
         for a in &actions {
             match a {
                 Action::Connect => {
@@ -168,10 +171,7 @@ pub fn check(input: &Input) {
                     request,
                     path_and_query,
                 } => {
-                    assert!(
-                        matches!(after, State::Up { .. }),
-                        "OpenData while {after:?}"
-                    );
+                    assert!(up, "OpenData while {after:?}");
                     assert_eq!(*request, next_request, "request numbers are sequential");
                     next_request += 1;
                     let token = match op {
@@ -217,9 +217,11 @@ pub fn check(input: &Input) {
                 Action::Disconnect { .. } => {}
                 Action::Up => {
                     assert!(matches!(after, State::Up { .. }));
+                    up = true;
                     raw_dirty = false;
                 }
                 Action::Down { retry_in, .. } => {
+                    up = false;
                     attempts = match before {
                         State::Up { since } if now - since >= cfg.stable_after => 1,
                         _ => attempts + 1,
@@ -245,6 +247,7 @@ pub fn check(input: &Input) {
                     order.clear();
                 }
                 Action::Closed { .. } => {
+                    up = false;
                     assert_eq!(after, State::Closed);
                     requests.clear();
                     order.clear();
