@@ -20,7 +20,11 @@ use crate::metrics::Metrics;
 
 /// A reverse connection: `AsyncRead + AsyncWrite` over one HTTP/2 stream.
 ///
-/// * Writes are coalesced ([`ConnConfig`]); `flush` sends what is buffered.
+/// * Writes are coalesced ([`ConnConfig`]); `flush` sends what is buffered. Bytes
+///   left unflushed go out after [`ConnConfig::flush_delay`] only while the conn is
+///   polled (a pending read, write or flush on it, as in hyper, `tokio::io::copy` or
+///   a request/response exchange): flush before waiting on something else, as with a
+///   `BufWriter`.
 /// * `shutdown` half-closes (END_STREAM); reading goes on until the peer ends too.
 /// * Dropping without `shutdown` resets the stream (`CANCEL`).
 /// * A peer reset reads as `ConnectionReset`.
