@@ -450,3 +450,104 @@ async fn graceful_shutdown_finishes_in_flight_responses() {
         .unwrap();
     eprintln!("shutdown took {:?}", started.elapsed());
 }
+
+/// curl uploads a 3 MiB file (HTTP/1.1 with `Expect: 100-continue`, and HTTP/2), and
+/// sends HEAD requests: what a user's shell does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_uploads_and_head() {
+    init_tracing();
+    let s = stack().await;
+    let data = pattern(3 << 20);
+    let file = s.certs.dir.path().join("upload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let expected = {
+        use sha2::Digest;
+        format!("{:x} {}", sha2::Sha256::digest(&data), data.len())
+    };
+    let cacert = s.certs.cert_path();
+    let url = format!("{}/proxy/app/sha256", s.public.url());
+    for v in ["--http1.1", "--http2"] {
+        let (ok, out, err) = curl(&[
+            v,
+            "--cacert",
+            cacert.to_str().unwrap(),
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &url,
+        ])
+        .await;
+        assert!(ok, "{v}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out), expected, "{v}");
+        let (ok, out, err) = curl(&[
+            v,
+            "--cacert",
+            cacert.to_str().unwrap(),
+            "-I",
+            &format!("{}/proxy/app/big/1000", s.public.url()),
+        ])
+        .await;
+        assert!(ok, "{v}: {err}");
+        let head = String::from_utf8_lossy(&out);
+        assert!(head.starts_with("HTTP/"), "{v}: {head}");
+        assert!(head.contains(" 200"), "{v}: {head}");
+    }
+}
+
+/// Clients that give up mid-download (drop the response, or the connection) release
+/// their reverse conns: nothing piles up on the public side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_downloads_release_their_conns() {
+    init_tracing();
+    let s = stack().await;
+    let open = || {
+        s.public
+            .server
+            .metrics()
+            .open_conns
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = open();
+    for round in 0..10 {
+        for v in VERSIONS {
+            let req = Request::get(format!(
+                "https://localhost:{}/proxy/app/big/{}",
+                s.public.addr.port(),
+                64 << 20
+            ))
+            .body(empty())
+            .unwrap();
+            let resp = timeout(
+                Duration::from_secs(10),
+                request(s.public.addr, &s.certs, v, req),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let mut body = resp.into_body();
+            let f = timeout(Duration::from_secs(10), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(f.is_data(), "round {round}");
+            drop(body);
+        }
+    }
+    let mut now = open();
+    for _ in 0..300 {
+        if now <= before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        now = open();
+    }
+    assert!(
+        now <= before,
+        "reverse conns left open: {before} before, {now} after"
+    );
+    // And the tunnel still works.
+    let (status, _) = get(s.public.addr, &s.certs, Version::HTTP_2, "/proxy/app/hello").await;
+    assert_eq!(status, StatusCode::OK);
+}
