@@ -111,8 +111,12 @@ pub async fn serve_http_proxy(mut listener: Listener, opts: HttpProxyOptions) ->
 fn target_uri(opts: &HttpProxyOptions, req_uri: &Uri) -> Result<Uri, String> {
     let mut path = req_uri.path();
     if let Some(p) = &opts.strip_prefix {
+        // Only a whole segment: `/proxy/001` strips from `/proxy/001/x`, not from
+        // `/proxy/0012/x`.
         if let Some(rest) = path.strip_prefix(p.trim_end_matches('/')) {
-            path = rest;
+            if rest.is_empty() || rest.starts_with('/') {
+                path = rest;
+            }
         }
     }
     let base = opts.target.path().trim_end_matches('/');

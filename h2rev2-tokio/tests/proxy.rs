@@ -551,3 +551,31 @@ async fn abandoned_downloads_release_their_conns() {
     let (status, _) = get(s.public.addr, &s.certs, Version::HTTP_2, "/proxy/app/hello").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The NAT proxy's `strip_prefix` (for a Go public server, which forwards full paths)
+/// strips whole segments only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_proxy_strips_whole_prefix_segments() {
+    init_tracing();
+    let certs = Certs::new();
+    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let internal = start_internal().await;
+    let listener = bind_listener(listener_opts(&public, &certs, "app", Some("tok")));
+    timeout(Duration::from_secs(10), listener.wait_up())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut opts =
+        h2rev2_tokio::nat::HttpProxyOptions::new(format!("http://{internal}").parse().unwrap());
+    opts.strip_prefix = Some("/proxy/app".into());
+    tokio::spawn(h2rev2_tokio::nat::serve_http_proxy(listener, opts));
+    for (path, want) in [
+        ("/proxy/app/proxy/app/get?x=1", "GET /get?x=1\n"),
+        ("/proxy/app/proxy/app", "not found\n"),
+        ("/proxy/app/proxy/appx/get", "not found\n"),
+        ("/proxy/app/get", "GET /get\n"),
+    ] {
+        let (_, body) = get(public.addr, &certs, Version::HTTP_11, path).await;
+        assert_eq!(String::from_utf8_lossy(&body), want, "{path}");
+    }
+}
