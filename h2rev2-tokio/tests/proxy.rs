@@ -579,3 +579,67 @@ async fn nat_proxy_strips_whole_prefix_segments() {
         assert_eq!(String::from_utf8_lossy(&body), want, "{path}");
     }
 }
+
+/// What is still running at the shutdown deadline is cut: `shutdown` returns on time
+/// and a Client stuck in a download sees an error, not a clean end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_what_is_left_at_the_deadline() {
+    init_tracing();
+    let s = stack().await;
+    const TOTAL: usize = 256 << 20;
+    let mut bodies = Vec::new();
+    for v in VERSIONS {
+        let req = Request::get(format!(
+            "https://localhost:{}/proxy/app/big/{TOTAL}",
+            s.public.addr.port()
+        ))
+        .body(empty())
+        .unwrap();
+        let resp = request(s.public.addr, &s.certs, v, req).await.unwrap();
+        let mut body = resp.into_body();
+        let first = timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        bodies.push((v, body, first.into_data().map(|d| d.len()).unwrap_or(0)));
+    }
+    // The Clients stop reading; the server shuts down with a short deadline.
+    let started = Instant::now();
+    timeout(
+        Duration::from_secs(5),
+        s.public.server.shutdown(Duration::from_millis(500)),
+    )
+    .await
+    .expect("shutdown keeps its deadline");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    for (v, mut body, mut got) in bodies {
+        let r = timeout(Duration::from_secs(10), async {
+            while let Some(f) = body.frame().await {
+                got += f?.into_data().map(|d| d.len()).unwrap_or(0);
+            }
+            Ok::<_, hyper::Error>(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{v:?}: the cut download hung"));
+        assert!(
+            r.is_err(),
+            "{v:?}: a cut download ended cleanly at {got} bytes"
+        );
+        assert!(got < TOTAL, "{v:?}");
+    }
+    let mut n = 0;
+    while s
+        .public
+        .server
+        .metrics()
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        n += 1;
+        assert!(n < 300, "connections still served 3 s after the deadline");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
