@@ -382,3 +382,28 @@ async fn closed_listener_leaves() {
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(matches!(listener.status(), Status::Closed(_)));
 }
+
+/// A public server whose certificate the Listener does not trust: Down with the TLS
+/// error, retried; plain `http://` is refused up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_certificate_and_plain_http() {
+    init_tracing();
+    let certs = Certs::new();
+    let other = Certs::new();
+    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let opts = listener_opts(&public, &other, "app", Some("tok"));
+    let listener = bind_listener(opts);
+    wait_status(&listener, "down", |s| matches!(s, Status::Down(Some(_)))).await;
+    match listener.status() {
+        Status::Down(Some(reason)) => assert!(reason.contains("TLS"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(public.server.stats().await.sessions, 0);
+    let plain = h2rev2_tokio::ListenerOptions::new(
+        &format!("http://localhost:{}", public.addr.port()),
+        id("app"),
+        certs.client_tls(),
+    );
+    let err = plain.expect_err("plain http must be refused").to_string();
+    assert!(err.contains("https"), "{err}");
+}

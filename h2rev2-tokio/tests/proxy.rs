@@ -643,3 +643,44 @@ async fn shutdown_cuts_what_is_left_at_the_deadline() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A base path and the original README's `-dialer-key dialerid`: both sides agree on
+/// the layout, and Clients use `B/proxy/{id}/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_path_and_custom_id_key() {
+    init_tracing();
+    let mut config = token_config(&[("app", "tok")]);
+    config.routes = RouteConfig::default()
+        .with_base("/tunnel")
+        .with_id_key("dialerid");
+    let certs = Certs::new();
+    let public = start_public(&certs, config).await;
+    let internal = start_internal().await;
+    let mut opts = h2rev2_tokio::ListenerOptions::new(
+        &format!("{}/tunnel", public.url()),
+        id("app"),
+        certs.client_tls(),
+    )
+    .unwrap();
+    opts.token = Some("tok".into());
+    opts.machine.routes = opts.machine.routes.clone().with_id_key("dialerid");
+    let listener = bind_listener(opts);
+    timeout(Duration::from_secs(10), listener.wait_up())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::spawn(h2rev2_tokio::nat::serve_http_proxy(
+        listener,
+        h2rev2_tokio::nat::HttpProxyOptions::new(format!("http://{internal}").parse().unwrap()),
+    ));
+    for v in VERSIONS {
+        let (status, body) = get(public.addr, &certs, v, "/tunnel/proxy/app/get?q").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"GET /get?q\n"[..]));
+        let (status, _) = get(public.addr, &certs, v, "/proxy/app/get").await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{v:?}: outside the base path"
+        );
+    }
+}
