@@ -237,7 +237,7 @@ pub async fn serve(listener: Listener, service: Service) -> Result<(), CliError>
                 Some((401 | 403, _)) => Code::AuthRefused,
                 _ => Code::Runtime,
             };
-            Err(CliError { code, message: format!("giving up: {why}") })
+            Err(CliError { code, message: format!("the client stopped: {why}") })
         }
         sig = signal::wait() => {
             info!("received {sig}: closing");

@@ -71,7 +71,10 @@ fn wrong_token_is_refused_with_a_clear_message_on_both_sides() {
             && cerr.contains("H2REV2_TOKEN"),
         "client side:\n{cerr}"
     );
-    assert!(cerr.contains("h2rev2: error: giving up"), "{cerr}");
+    assert!(
+        cerr.contains("h2rev2: error: the client stopped: gave up after 2 attempts"),
+        "{cerr}"
+    );
     s.server.wait_for(
         "revdial request refused: credentials not valid for this id",
         Duration::from_secs(5),
