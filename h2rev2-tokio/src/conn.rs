@@ -20,11 +20,12 @@ use crate::metrics::Metrics;
 
 /// A reverse connection: `AsyncRead + AsyncWrite` over one HTTP/2 stream.
 ///
-/// * Writes are coalesced ([`ConnConfig`]); `flush` sends what is buffered. Bytes
-///   left unflushed go out after [`ConnConfig::flush_delay`] only while the conn is
-///   polled (a pending read, write or flush on it, as in hyper, `tokio::io::copy` or
-///   a request/response exchange): flush before waiting on something else, as with a
-///   `BufWriter`.
+/// * Writes are coalesced ([`ConnConfig`]); `flush` sends what is buffered. A write
+///   after a quiet spell (nothing sent for [`ConnConfig::flush_delay`]) goes out at
+///   once; later writes of a burst wait up to the flush delay, and go out then only
+///   while the conn is polled (a pending read, write or flush on it, as in hyper,
+///   `tokio::io::copy` or a request/response exchange): end a burst with a flush
+///   before waiting on something else, as with a `BufWriter`.
 /// * `shutdown` half-closes (END_STREAM); reading goes on until the peer ends too.
 /// * Dropping without `shutdown` resets the stream (`CANCEL`).
 /// * A peer reset reads as `ConnectionReset`.
@@ -33,6 +34,9 @@ pub struct RevConn {
     recv: RecvStream,
     state: Conn,
     timer: Option<Pin<Box<Sleep>>>,
+    /// When bytes last went to the stream: a write after a quiet spell is sent at once.
+    last_send: Option<std::time::Instant>,
+    flush_delay: std::time::Duration,
     label: String,
     metrics: Option<Arc<Metrics>>,
 }
@@ -75,6 +79,8 @@ impl RevConn {
             recv,
             state: Conn::new(config),
             timer: None,
+            last_send: None,
+            flush_delay: config.flush_delay,
             label,
             metrics: None,
         }
@@ -145,6 +151,7 @@ impl RevConn {
                 }
             }
             let chunk = self.state.take_send(now, cap);
+            self.last_send = Some(now);
             if let Err(e) = self.send.send_data(chunk, false) {
                 let e = h2_error_to_io(e);
                 self.state.fail(e.kind());
@@ -212,6 +219,17 @@ impl AsyncWrite for RevConn {
                 Write::Accepted(n) => {
                     if let Some(m) = &this.metrics {
                         m.bytes_out.fetch_add(n as u64, Relaxed);
+                    }
+                    // Nagle's rule: a write after a quiet spell (nothing else buffered,
+                    // nothing sent for a flush delay) goes out at once, so a small
+                    // message written without a flush is not left waiting for the next
+                    // poll of this conn. Writes in a burst are coalesced as before.
+                    let now = Self::now();
+                    let quiet = this
+                        .last_send
+                        .is_none_or(|t| now.saturating_duration_since(t) >= this.flush_delay);
+                    if quiet && this.state.buffered_out() == n {
+                        this.state.flush();
                     }
                     // Best effort: errors surface on the next call.
                     let _ = this.drive_send(cx);

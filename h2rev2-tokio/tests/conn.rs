@@ -318,3 +318,26 @@ async fn spares_reset_by_the_listener_are_not_handed_out() {
         );
     }
 }
+
+/// A small message written without a flush, after which the writer waits on something
+/// else entirely, still reaches the peer (a write after a quiet spell is sent at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_unflushed_write_is_sent() {
+    init_tracing();
+    let (_certs, public, mut listener) = pair_setup(false).await;
+    let (mut a, mut b) = pair(&public.server, &mut listener).await;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(async move {
+        a.write_all(b"hello").await.unwrap(); // no flush
+        let _ = done_rx.await; // waits elsewhere, never polls `a`
+        a
+    });
+    let mut buf = [0u8; 5];
+    timeout(Duration::from_secs(2), b.read_exact(&mut buf))
+        .await
+        .expect("an isolated unflushed write was left in the buffer")
+        .unwrap();
+    assert_eq!(&buf, b"hello");
+    let _ = done_tx.send(());
+    drop(writer.await.unwrap());
+}
