@@ -8,7 +8,8 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -36,7 +37,52 @@ pub struct RevConn {
     recv: RecvStream,
     state: Conn,
     timer: Option<(Timer, Instant)>,
+    send_wakers: Arc<SendWakers>,
     label: String,
+}
+
+/// Who is driving the send side: the reading task services the flush timer and may
+/// send what is due, the writing task waits for capacity. Split halves (or two tasks)
+/// poll with different wakers, while h2's capacity and the timer keep one waker each:
+/// both tasks are registered here and woken together, so that neither takes the
+/// other's wake-up.
+#[derive(Default)]
+struct SendWakers {
+    reader: Mutex<Option<Waker>>,
+    writer: Mutex<Option<Waker>>,
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Reader,
+    Writer,
+}
+
+impl SendWakers {
+    fn register(&self, side: Side, waker: &Waker) {
+        let slot = match side {
+            Side::Reader => &self.reader,
+            Side::Writer => &self.writer,
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for SendWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        for slot in [&self.reader, &self.writer] {
+            if let Some(w) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                w.wake();
+            }
+        }
+    }
 }
 
 impl fmt::Debug for RevConn {
@@ -78,6 +124,7 @@ impl RevConn {
             recv,
             state: Conn::new(config),
             timer: None,
+            send_wakers: Arc::default(),
             label,
         }
     }
@@ -95,7 +142,10 @@ impl RevConn {
 
     /// Carries out the core's send steps until it is idle; arms the flush timer.
     /// `Ready(Ok)` when nothing due is left unsent; `Pending` while waiting for credit.
-    fn drive_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn drive_send(&mut self, side: Side, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.send_wakers.register(side, cx.waker());
+        let waker = Waker::from(self.send_wakers.clone());
+        let cx = &mut Context::from_waker(&waker);
         loop {
             let now = Instant::now();
             match self.state.poll_transmit(now, self.send.capacity()) {
@@ -161,7 +211,7 @@ impl AsyncRead for RevConn {
         let this = self.get_mut();
         // Reading also services the write side's flush timer, so a writer that forgets
         // to flush before waiting for an answer is not stuck.
-        let _ = this.drive_send(cx);
+        let _ = this.drive_send(Side::Reader, cx);
         loop {
             match this.state.read(buf) {
                 Read::Data(n) => {
@@ -197,16 +247,16 @@ impl AsyncWrite for RevConn {
             match this.state.write(Instant::now(), buf) {
                 Write::Accepted(n) => {
                     // Best effort: errors surface on the next call.
-                    let _ = this.drive_send(cx);
+                    let _ = this.drive_send(Side::Writer, cx);
                     return Poll::Ready(Ok(n));
                 }
                 Write::Full => {
-                    ready!(this.drive_send(cx))?;
+                    ready!(this.drive_send(Side::Writer, cx))?;
                     if !this.state.writable() {
                         // Everything due was handed over but the buffer is still full:
                         // make it all due and wait for credit.
                         this.state.flush();
-                        ready!(this.drive_send(cx))?;
+                        ready!(this.drive_send(Side::Writer, cx))?;
                     }
                 }
                 Write::Error(kind) => {
@@ -236,7 +286,7 @@ impl AsyncWrite for RevConn {
             }
         }
         if total > 0 {
-            let _ = this.drive_send(cx);
+            let _ = this.drive_send(Side::Writer, cx);
             return Poll::Ready(Ok(total));
         }
         let first = bufs
@@ -249,14 +299,14 @@ impl AsyncWrite for RevConn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.state.flush();
-        this.drive_send(cx)
+        this.drive_send(Side::Writer, cx)
     }
 
     /// Half-close: sends what is buffered, then END_STREAM. Reading goes on.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.state.shutdown();
-        this.drive_send(cx)
+        this.drive_send(Side::Writer, cx)
     }
 }
 

@@ -6,8 +6,13 @@ use futures_io::{AsyncRead, AsyncWrite};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Copies both ways until both sides ended; the end of one side's bytes becomes a
-/// `close` (END_STREAM on a [`crate::RevConn`], FIN on a TCP stream) of the other's
-/// write side. Returns the bytes copied (a to b, b to a).
+/// `close` of the other's write side: END_STREAM on a [`crate::RevConn`], FIN on
+/// smol's (async-net's) `TcpStream`. Returns the bytes copied (a to b, b to a).
+///
+/// `close` is all futures-io offers, and not every type half-closes on it:
+/// async-io's `Async<TcpStream>` and async-std's `TcpStream` only flush, so their
+/// peer would never see the end. Wrap such a stream so that `poll_close` calls
+/// `shutdown(Shutdown::Write)` (tests/async_std.rs shows one).
 ///
 /// For exposing a local TCP service through the tunnel:
 ///

@@ -264,3 +264,86 @@ fn listener_reconnects_after_the_server_restarts_on_the_same_port() {
     }));
     probe.assert_clean(50);
 }
+
+#[test]
+fn split_halves_in_separate_tasks_both_make_progress() {
+    // h2 keeps one waker for send capacity and the flush timer keeps one: a reader
+    // and a writer in different tasks must not take each other's wake-ups.
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let s = setup(&probe, &certs).await;
+        let _uploads = serve_accepted(&probe, s.listener);
+        for round in 0..3u64 {
+            let conn = s.server.dial(&id("box")).await.unwrap();
+            let n = 24 << 20;
+            let sent = Arc::new(data(n, round));
+            let (mut r, mut w) = smol::io::split(conn);
+            let writer = smol::spawn({
+                let sent = sent.clone();
+                async move {
+                    w.write_all(b"E").await.unwrap();
+                    for chunk in sent.chunks(64 << 10) {
+                        w.write_all(chunk).await.unwrap();
+                    }
+                    w.close().await.unwrap();
+                }
+            });
+            let reader = smol::spawn(async move {
+                let mut got = Vec::with_capacity(n);
+                r.read_to_end(&mut got).await.unwrap();
+                got
+            });
+            let got = with_timeout(Duration::from_secs(60), async {
+                writer.await;
+                reader.await
+            })
+            .await;
+            assert_eq!(got.len(), n);
+            assert_eq!(sha(&got), sha(&sent));
+        }
+    }));
+    probe.assert_clean(10);
+}
+
+#[test]
+fn a_reading_task_does_not_take_the_blocked_writers_wake_up() {
+    // The writer blocks on flow control (the peer reads nothing); meanwhile the reader,
+    // in another task, is woken by a byte and polls the send side too. When credit
+    // comes, the writer must be woken, not only the reader.
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let s = setup(&probe, &certs).await;
+        let bx = id("box");
+        let (conn, accepted) = smol::future::zip(s.server.dial(&bx), s.listener.accept()).await;
+        let (conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+        let n = 12 << 20; // more than the 8 MiB stream window plus buffers
+        let (mut r, mut w) = smol::io::split(conn);
+        let writer = smol::spawn(async move {
+            w.write_all(&data(n, 9)).await.unwrap();
+            w.close().await.unwrap();
+        });
+        let reader = smol::spawn(async move {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        smol::Timer::after(Duration::from_millis(300)).await; // the writer is blocked
+        accepted.write_all(b"x").await.unwrap();
+        accepted.flush().await.unwrap();
+        smol::Timer::after(Duration::from_millis(200)).await; // the reader polled
+        let mut got = Vec::new();
+        with_timeout(Duration::from_secs(20), accepted.read_to_end(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), n);
+        assert_eq!(sha(&got), sha(&data(n, 9)));
+        accepted.close().await.unwrap();
+        with_timeout(Duration::from_secs(5), writer).await;
+        assert_eq!(with_timeout(Duration::from_secs(5), reader).await, b"x");
+    }));
+    probe.assert_clean(10);
+}
