@@ -166,6 +166,9 @@ pub struct Conn {
     oldest: Option<Instant>,
     shutdown: bool,
     end_sent: bool,
+    /// When bytes last went to the stream ([`Conn::take_send`]), for
+    /// [`Conn::write_nagle`].
+    last_send: Option<Instant>,
     // both
     failed: Option<ErrorKind>,
 }
@@ -184,6 +187,7 @@ impl Conn {
             oldest: None,
             shutdown: false,
             end_sent: false,
+            last_send: None,
             failed: None,
         }
     }
@@ -310,6 +314,39 @@ impl Conn {
         Write::Accepted(n)
     }
 
+    /// Buffers bytes from `src` like [`Conn::write`], with Nagle's rule: a write after
+    /// a quiet spell (nothing buffered, nothing sent for [`ConnConfig::flush_delay`])
+    /// is due at once, so a lone small message written without a flush goes out even
+    /// if the application never polls the conn again. The writes of a burst that
+    /// follow are coalesced as with [`Conn::write`].
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use h2rev2_proto::conn::{Conn, ConnConfig, Write};
+    /// let t0 = Instant::now();
+    /// let mut c = Conn::new(ConnConfig::default());
+    /// assert_eq!(c.write_nagle(t0, b"hello"), Write::Accepted(5));
+    /// assert_eq!(c.sendable(t0), 5, "a first write goes at once");
+    /// let _ = c.take_send(t0, 5);
+    /// assert_eq!(c.write_nagle(t0, b"a"), Write::Accepted(1));
+    /// assert_eq!(c.sendable(t0), 0, "a write right after a send waits to coalesce");
+    /// let later = t0 + Duration::from_secs(1);
+    /// let _ = c.take_send(later, 1);
+    /// assert_eq!(c.write_nagle(later + Duration::from_secs(1), b"b"), Write::Accepted(1));
+    /// assert_eq!(c.sendable(later + Duration::from_secs(1)), 1, "quiet again");
+    /// ```
+    pub fn write_nagle(&mut self, now: Instant, src: &[u8]) -> Write {
+        let quiet = self.out.is_empty()
+            && self
+                .last_send
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.config.flush_delay);
+        let w = self.write(now, src);
+        if quiet && matches!(w, Write::Accepted(n) if n > 0) {
+            self.flush();
+        }
+        w
+    }
+
     /// The application flushed: everything buffered must go out now.
     pub fn flush(&mut self) {
         self.forced = self.out.len();
@@ -339,6 +376,9 @@ impl Conn {
     pub fn take_send(&mut self, now: Instant, capacity: usize) -> Bytes {
         let n = capacity.min(self.out.len());
         let chunk = self.out.split_to(n).freeze();
+        if n > 0 {
+            self.last_send = Some(now);
+        }
         self.forced = self.forced.saturating_sub(n);
         self.oldest = if self.out.is_empty() { None } else { Some(now) };
         chunk

@@ -22,10 +22,11 @@ use smol::Timer;
 /// (PROTOCOL.md 5).
 ///
 /// * Writes are coalesced ([`ConnConfig`]): a burst of small writes becomes few DATA
-///   frames; `flush` sends what is buffered. Unflushed bytes also go out by
-///   themselves after [`ConnConfig::flush_delay`] while the conn is polled (any read
-///   or write on it: a writer awaiting the answer on the same conn is enough). Flush
-///   before waiting on something else, as with any buffered writer.
+///   frames; `flush` sends what is buffered. A write after a quiet spell (nothing
+///   sent for [`ConnConfig::flush_delay`]) goes out at once (Nagle's rule, the core's
+///   [`Conn::write_nagle`]); the rest of a burst goes out after the flush delay while
+///   the conn is polled (any read or write on it). End a burst with a flush before
+///   waiting on something else, as with any buffered writer.
 /// * `close` is a **half-close** (END_STREAM): reading goes on until the peer ends
 ///   too, as with `TcpStream::shutdown(Write)`.
 /// * Dropping it without `close` resets the stream (`CANCEL`), so the peer never takes
@@ -244,7 +245,8 @@ impl AsyncWrite for RevConn {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         loop {
-            match this.state.write(Instant::now(), buf) {
+            // Nagle's rule (the core's): a write after a quiet spell goes out at once.
+            match this.state.write_nagle(Instant::now(), buf) {
                 Write::Accepted(n) => {
                     // Best effort: errors surface on the next call.
                     let _ = this.drive_send(Side::Writer, cx);
@@ -274,8 +276,13 @@ impl AsyncWrite for RevConn {
         let this = self.get_mut();
         let now = Instant::now();
         let mut total = 0;
-        for b in bufs.iter().filter(|b| !b.is_empty()) {
-            match this.state.write(now, b) {
+        for (i, b) in bufs.iter().filter(|b| !b.is_empty()).enumerate() {
+            let w = if i == 0 {
+                this.state.write_nagle(now, b)
+            } else {
+                this.state.write(now, b)
+            };
+            match w {
                 Write::Accepted(n) => {
                     total += n;
                     if n < b.len() {

@@ -227,6 +227,15 @@ fn drop_without_close_resets_and_close_is_a_half_close() {
         let (answer, ()) =
             with_timeout(Duration::from_secs(5), smol::future::zip(asker, answerer)).await;
         assert_eq!(&answer, b"pong");
+        // A lone small write after a quiet spell goes out at once, even if its writer
+        // never touches the conn again (Nagle's rule, from the core).
+        smol::Timer::after(Duration::from_millis(5)).await;
+        accepted.write_all(b"lone").await.unwrap();
+        let mut l = [0u8; 4];
+        with_timeout(Duration::from_secs(5), conn.read_exact(&mut l))
+            .await
+            .unwrap();
+        assert_eq!(&l, b"lone");
     }));
     probe.assert_clean(10);
 }
