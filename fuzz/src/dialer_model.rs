@@ -630,7 +630,9 @@ impl Model {
             (Some(Role::Data), Some(key)) | (None, Some(key)) => self.on_data(stream, key, token),
             (Some(Role::Data), None) => self.expect_reject(stream, 409),
             (None, None) => {
-                // A Go Listener's data stream on a second connection, while a dial waits.
+                // A Go Listener's data stream on a second connection, while a dial waits,
+                // if it proved it owns the id (an anonymous one is a hijack attempt: it
+                // becomes a control stream, 409 while the session lives).
                 let waiting = self
                     .sessions
                     .iter()
@@ -641,7 +643,11 @@ impl Model {
                     })
                     .min();
                 match waiting {
-                    Some((_, key)) if token.is_none() => self.on_data(stream, key, None),
+                    Some((_, key))
+                        if token.is_none() && matches!(principal, Principal::Authenticated) =>
+                    {
+                        self.on_data(stream, key, None)
+                    }
                     _ => self.new_session(conn, stream, id, principal, false),
                 }
             }

@@ -16,8 +16,11 @@
 //!
 //! An unmarked stream on the HTTP/2 connection of the id's session is a data stream. An
 //! unmarked stream on another connection is a data stream while the id has outstanding
-//! `conn-ready` (a Go Listener may open a second connection), and otherwise a new control
-//! stream: the Listener reconnected (4.2).
+//! `conn-ready` (a Go Listener may open a second connection) *and* it proved it owns the
+//! id (token or certificate), and otherwise a new control stream: the Listener
+//! reconnected (4.2). An anonymous stream from another connection is never handed to a
+//! waiting dial: anybody who knows the id could answer that dial with their own bytes
+//! (it becomes a control stream, refused with `409` while the session lives).
 //!
 //! # Dials
 //!
@@ -506,7 +509,12 @@ impl Dialer {
                     return self.on_data(stream, key, req.conn);
                 }
                 // A Go Listener may open a data stream on a second connection while a
-                // conn-ready is outstanding: give it to the oldest such dial's session.
+                // conn-ready is outstanding: give it to the oldest such dial's session,
+                // but only if it proved it owns the id. An anonymous one could be anybody
+                // racing the real Listener to answer the dial (a hijack).
+                if principal != Principal::Authenticated {
+                    return self.on_control(now, conn, stream, req.id, principal, false);
+                }
                 let waiting = self
                     .sessions
                     .sessions(&req.id)
@@ -809,5 +817,91 @@ impl Dialer {
                 self.send_conn_ready(target, dial);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revdial(conn: u64, stream: u64, id: &str, bearer: Option<&str>) -> Event<'static> {
+        Event::Revdial {
+            conn: ConnId(conn),
+            stream: StreamId(stream),
+            request: RevdialRequest {
+                id: DialerId::new(id).unwrap(),
+                role: None,
+                conn: None,
+            },
+            credentials: Credentials {
+                bearer: bearer.map(|b| Box::leak(b.to_string().into_boxed_str()) as &str),
+                cert_identities: &[],
+            },
+        }
+    }
+
+    fn actions(d: &mut Dialer) -> Vec<Action> {
+        std::iter::from_fn(|| d.poll_action()).collect()
+    }
+
+    /// Issue 6: an anonymous newcomer on another connection cannot answer a dial that
+    /// waits for the live session's stream; an authenticated one (a Go Listener with a
+    /// second connection) can.
+    #[test]
+    fn only_an_owner_answers_a_waiting_dial_from_another_connection() {
+        let now = Instant::now();
+        let id = DialerId::new("app").unwrap();
+        let mut config = DialerConfig::default();
+        config.auth.allow_anonymous_for(vec![id.clone()]);
+        config
+            .auth
+            .add_token(DialerId::new("tok-app").unwrap(), "tok");
+        let mut d = Dialer::new(config, 1);
+        d.handle_event(now, revdial(1, 1, "app", None)).unwrap();
+        d.handle_event(
+            now,
+            Event::Dial {
+                dial: DialId(1),
+                id: id.clone(),
+            },
+        )
+        .unwrap();
+        let _ = actions(&mut d);
+        // The stranger's unmarked stream is a control stream: 409, the dial still waits.
+        d.handle_event(now, revdial(2, 2, "app", None)).unwrap();
+        let a = actions(&mut d);
+        assert!(
+            matches!(a.as_slice(), [Action::Reject { status: 409, .. }]),
+            "{a:?}"
+        );
+        assert_eq!(d.stats().pending_dials, 1);
+        // The session's own connection answers it.
+        d.handle_event(now, revdial(1, 3, "app", None)).unwrap();
+        let a = actions(&mut d);
+        assert!(a.contains(&Action::DialReady {
+            dial: DialId(1),
+            stream: StreamId(3)
+        }));
+
+        // With a token, a second connection may answer (a Go Listener's second conn).
+        let id = DialerId::new("tok-app").unwrap();
+        d.handle_event(now, revdial(3, 4, "tok-app", Some("tok")))
+            .unwrap();
+        d.handle_event(
+            now,
+            Event::Dial {
+                dial: DialId(2),
+                id,
+            },
+        )
+        .unwrap();
+        let _ = actions(&mut d);
+        d.handle_event(now, revdial(4, 5, "tok-app", Some("tok")))
+            .unwrap();
+        let a = actions(&mut d);
+        assert!(a.contains(&Action::DialReady {
+            dial: DialId(2),
+            stream: StreamId(5)
+        }));
     }
 }

@@ -495,7 +495,16 @@ pub(crate) async fn serve_h2_proxy(
         .map_err(BoxError::from)
         .boxed()
     });
-    let resp = forward(&server, req, id, path_and_query, prefix, peer, tls, None).await;
+    // A Client that resets its stream (rapid reset, CVE-2023-44487, spread out so that
+    // each request is accepted first) must not leave its dial and upstream request
+    // running: dropping `forward` cancels both.
+    let forwarded = forward(&server, req, id, path_and_query, prefix, peer, tls, None);
+    let resp = tokio::select! {
+        resp = forwarded => resp,
+        reason = poll_fn(|cx| respond.poll_reset(cx)) => {
+            return debug!(?reason, "client reset the request: its work is dropped");
+        }
+    };
     let (mut parts, mut body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_2;
@@ -507,7 +516,15 @@ pub(crate) async fn serve_h2_proxy(
     if end {
         return;
     }
-    while let Some(frame) = body.frame().await {
+    loop {
+        // A reset also ends a response that waits for upstream bytes (a long poll).
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            reason = poll_fn(|cx| send.poll_reset(cx)) => {
+                return debug!(?reason, "client reset the response stream");
+            }
+        };
+        let Some(frame) = frame else { break };
         match frame {
             Ok(frame) => match frame.into_data() {
                 Ok(data) => {

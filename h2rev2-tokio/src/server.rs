@@ -34,6 +34,10 @@ use crate::conn::RevConn;
 use crate::metrics::Metrics;
 use crate::settings::H2Settings;
 
+/// How long an HTTP/2 connection closed for idleness (or for never opening a stream)
+/// may take to read its GOAWAY before it is cut.
+const IDLE_DRAIN: Duration = Duration::from_secs(1);
+
 /// Settings of the public server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -45,12 +49,18 @@ pub struct ServerConfig {
     pub h2: H2Settings,
     /// Reverse connection write coalescing.
     pub conn: ConnConfig,
-    /// TLS handshake plus HTTP/2 preface (or first HTTP/1.1 request headers) must
-    /// complete within this. Default 10 s: a slowloris client holds nothing for long.
+    /// Each step of a new connection must complete within this: the TLS handshake, the
+    /// HTTP/2 preface and then the first request (an HTTP/2 connection that opens no
+    /// stream is closed), or the first HTTP/1.1 request's headers. For HTTP/1.1 it is
+    /// also how long a keep-alive connection may wait for its next request's headers
+    /// (hyper's header read timeout). Default 10 s: a slowloris client holds nothing
+    /// for long.
     pub handshake_timeout: Duration,
-    /// Concurrent connections from one IP address. Default 256.
+    /// Concurrent connections from one IP address; more are closed at once. Default 256.
     pub max_connections_per_ip: usize,
-    /// An HTTP/1.1 connection idle for this long is closed. Default 120 s.
+    /// An HTTP/2 connection that had streams and has had none for this long is closed
+    /// (GOAWAY). A Listener's connection always holds its control stream and is never
+    /// idle. Default 120 s.
     pub idle_timeout: Duration,
     /// Which part of a client certificate names an id (with
     /// [`h2rev2_proto::auth::AuthPolicy::bind_ids_to_certificates`]).
@@ -437,10 +447,22 @@ impl Server {
         // Set to the shutdown deadline once draining: then the connection is cut.
         let mut drain_deadline =
             std::pin::pin!(tokio::time::sleep(Duration::from_secs(86400 * 365)));
+        // A connection without streams is closed: after `handshake_timeout` if it never
+        // opened one (a slowloris past the HTTP/2 handshake holds nothing for long), after
+        // `idle_timeout` otherwise. A Listener's connection always holds its control
+        // stream, so it is never idle. `active_at` is the last time a stream was seen.
+        let mut opened_any = false;
+        let mut active_at = Instant::now();
+        let mut idle_check = std::pin::pin!(tokio::time::sleep(cfg.handshake_timeout));
         loop {
             tokio::select! {
                 next = conn.accept() => match next {
                     Some(Ok((req, respond))) => {
+                        active_at = Instant::now();
+                        if !opened_any {
+                            opened_any = true;
+                            idle_check.as_mut().reset(active_at + cfg.idle_timeout);
+                        }
                         self.on_h2_request(conn_id, peer, &identities, req, respond, tls);
                     }
                     Some(Err(e)) => {
@@ -458,6 +480,24 @@ impl Server {
                     draining = true;
                     conn.graceful_shutdown();
                     drain_deadline.as_mut().reset(until);
+                }
+                _ = &mut idle_check, if !draining => {
+                    let now = Instant::now();
+                    if conn.has_streams() {
+                        active_at = now;
+                    }
+                    let limit = if opened_any { cfg.idle_timeout } else { cfg.handshake_timeout };
+                    if now.duration_since(active_at) >= limit {
+                        debug!(%peer, opened_any, "closing HTTP/2 connection without streams");
+                        // GOAWAY; a peer that does not even read it is cut soon after.
+                        draining = true;
+                        conn.graceful_shutdown();
+                        drain_deadline
+                            .as_mut()
+                            .reset(now + cfg.handshake_timeout.min(IDLE_DRAIN));
+                    } else {
+                        idle_check.as_mut().reset(active_at + limit);
+                    }
                 }
                 _ = &mut drain_deadline => break,
             }
