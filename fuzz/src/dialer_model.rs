@@ -145,7 +145,7 @@ pub struct ConfigChoice {
     pub max_spares: u8,
     /// `dial_timeout` = 1 + this % 5 seconds.
     pub dial_timeout: u8,
-    /// `keepalive_interval` = 1 + this % 10 seconds.
+    /// `keepalive_interval` = this % 11 seconds (0: keep-alives off).
     pub keepalive: u8,
 }
 
@@ -174,7 +174,8 @@ struct MSession {
     control: StreamId,
     outstanding: VecDeque<DialId>,
     spares: VecDeque<StreamId>,
-    next_keepalive: Instant,
+    /// `None` when keep-alives are off.
+    next_keepalive: Option<Instant>,
     /// Half a line is buffered.
     partial: bool,
 }
@@ -215,7 +216,7 @@ impl ConfigChoice {
     fn dialer_config(&self) -> DialerConfig {
         let mut c = DialerConfig {
             dial_timeout: Duration::from_secs(1 + u64::from(self.dial_timeout % 5)),
-            keepalive_interval: Duration::from_secs(1 + u64::from(self.keepalive % 10)),
+            keepalive_interval: Duration::from_secs(u64::from(self.keepalive % 11)),
             max_sessions: 1 + usize::from(self.max_sessions % 6),
             max_sessions_per_id: 1 + usize::from(self.max_per_id % 3),
             max_pending_dials_per_id: 1 + usize::from(self.max_pending % 8),
@@ -474,7 +475,7 @@ impl Model {
             .dials
             .values()
             .map(|p| p.deadline)
-            .chain(self.sessions.iter().map(|s| s.next_keepalive))
+            .chain(self.sessions.iter().filter_map(|s| s.next_keepalive))
             .min();
         assert_eq!(d.poll_timeout(), timer, "poll_timeout");
         for s in &self.sessions {
@@ -710,7 +711,7 @@ impl Model {
             control: stream,
             outstanding: VecDeque::new(),
             spares: VecDeque::new(),
-            next_keepalive: self.now + self.keepalive,
+            next_keepalive: (!self.keepalive.is_zero()).then(|| self.now + self.keepalive),
             partial: false,
         });
         if replace {
@@ -876,14 +877,13 @@ impl Model {
         let mut due: Vec<(Instant, SessionKey)> = self
             .sessions
             .iter()
-            .filter(|s| s.next_keepalive <= now)
-            .map(|s| (s.next_keepalive, s.key))
+            .filter_map(|s| Some((s.next_keepalive.filter(|t| *t <= now)?, s.key)))
             .collect();
         due.sort();
         for (_, key) in due {
             let interval = self.keepalive;
             let s = self.session_mut(key);
-            s.next_keepalive = now + interval;
+            s.next_keepalive = Some(now + interval);
             let control = s.control;
             let a = self.next("keep-alive");
             assert_eq!(

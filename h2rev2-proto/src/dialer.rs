@@ -57,7 +57,8 @@ pub struct DialId(pub u64);
 pub struct DialerConfig {
     /// How long a dial waits for its data stream: `504` after that. Default 10 s.
     pub dial_timeout: Duration,
-    /// Interval of `keep-alive` messages on each control stream. Default 30 s.
+    /// Interval of `keep-alive` messages on each control stream. Default 30 s; zero
+    /// turns them off.
     pub keepalive_interval: Duration,
     /// Sessions on the server in total. Default 10,000.
     pub max_sessions: usize,
@@ -576,8 +577,11 @@ impl Dialer {
             },
         );
         self.streams.insert(stream, Tracked::Control(key));
-        self.keepalives
-            .insert((now + self.config.keepalive_interval, key));
+        if !self.config.keepalive_interval.is_zero() {
+            // A zero interval would fire at `now` for ever: it means no keep-alives.
+            self.keepalives
+                .insert((now + self.config.keepalive_interval, key));
+        }
         self.actions.push_back(Action::Accept {
             stream,
             kind: StreamKind::Control(key),
