@@ -66,11 +66,13 @@ pub fn parse_status(status: &str) -> Option<Mem> {
 }
 
 impl Child {
-    /// Starts `current_exe() --role {role}` and waits for its `ready` line.
-    pub async fn spawn(role: &str) -> Res<Child> {
+    /// Starts `current_exe() --role {role}` with extra environment `env` and waits
+    /// for its `ready` line.
+    pub async fn spawn(role: &str, env: &[(String, String)]) -> Res<Child> {
         let exe = std::env::current_exe()?;
         let mut proc = tokio::process::Command::new(exe)
             .args(["--role", role])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

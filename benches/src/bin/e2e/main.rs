@@ -41,10 +41,39 @@ struct Args {
     /// Directory for the JSON and SVG outputs.
     #[arg(long, default_value = "target/e2e")]
     out: PathBuf,
+    /// Run only these phases (comma-separated): streams-memory, sessions-memory, dial,
+    /// small, single, aggregate, far. Idle and end memory always run.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// tokio worker threads of the role processes (a number, or `current` for a
+    /// current-thread runtime). Default: one per CPU.
+    #[arg(long)]
+    role_threads: Option<String>,
+    /// Extra environment of the role processes, `KEY=VALUE` (repeatable), e.g.
+    /// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536` for allocator experiments.
+    #[arg(long, value_parser = parse_env)]
+    role_env: Vec<(String, String)>,
     /// Internal: run as a role process.
     #[arg(long, hide = true, value_enum)]
     role: Option<roles::Role>,
 }
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+/// Phase names for `--only`.
+const PHASES: [&str; 7] = [
+    "streams-memory",
+    "sessions-memory",
+    "dial",
+    "small",
+    "single",
+    "aggregate",
+    "far",
+];
 
 /// Sizes and durations of one run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -57,6 +86,8 @@ struct Sizes {
     small_clients: Vec<usize>,
     small_warmup_ms: u64,
     small_duration_ms: u64,
+    /// Interleaved rounds per figure (each path in turn, once per round).
+    rounds: usize,
     dial_n: usize,
     sessions: usize,
     streams: usize,
@@ -71,8 +102,9 @@ impl Sizes {
             far_bytes: 1 << 30,
             one_way_delay_ms: 10,
             small_clients: vec![1, 50, 500],
-            small_warmup_ms: 1000,
-            small_duration_ms: 5000,
+            small_warmup_ms: 500,
+            small_duration_ms: 6000,
+            rounds: 3,
             dial_n: 2000,
             sessions: 1000,
             streams: 10_000,
@@ -89,6 +121,7 @@ impl Sizes {
             small_clients: vec![1, 50, 500],
             small_warmup_ms: 50,
             small_duration_ms: 200,
+            rounds: 1,
             dial_n: 50,
             sessions: 50,
             streams: 500,
@@ -133,15 +166,13 @@ fn main() -> ExitCode {
 
 /// What the harness set up.
 struct Bench {
+    role_env: Vec<(String, String)>,
     sizes: Sizes,
     smoke: bool,
     tls: ClientTls,
     internal: Child,
     public: Child,
     nat: Child,
-    public_url: String,
-    /// Listener sessions that are always there (not the idle ones).
-    base_sessions: usize,
     direct_plain: Endpoint,
     direct_tls: Endpoint,
     tcp_fwd: Endpoint,
@@ -188,8 +219,18 @@ async fn run(args: Args) -> Res<bool> {
     } else {
         Sizes::full()
     };
+    for p in &args.only {
+        if !PHASES.contains(&p.as_str()) {
+            return Err(format!("--only {p}: phases are {}", PHASES.join(", ")).into());
+        }
+    }
+    let mut role_env = args.role_env.clone();
+    if let Some(t) = &args.role_threads {
+        role_env.push((roles::THREADS_ENV.to_string(), t.clone()));
+    }
     let mut report = Report::default();
     report.meta = report::Meta {
+        role_env: role_env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         mode: if args.smoke { "smoke" } else { "full" }.into(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -209,24 +250,29 @@ async fn run(args: Args) -> Res<bool> {
         ..Default::default()
     };
     eprintln!("e2e: {} mode; setting up", report.meta.mode);
-    let mut b = setup(sizes, args.smoke, report).await?;
+    let mut b = setup(sizes, args.smoke, report, role_env).await?;
 
     type Phase = for<'a> fn(
         &'a mut Bench,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Res<()>> + Send + 'a>,
     >;
+    // Small requests come before the bulk transfers, so "RSS after 500 clients" is not
+    // the high-water mark of 256 concurrent 4 MiB downloads.
     let phases: [(&str, Phase, u64); 8] = [
-        ("idle memory", |b| Box::pin(b.idle_memory()), 60),
-        ("dial latency", |b| Box::pin(b.dial_latency()), 120),
-        ("single stream", |b| Box::pin(b.single_stream()), 300),
+        ("idle", |b| Box::pin(b.idle_memory()), 60),
+        ("streams-memory", |b| Box::pin(b.streams_memory()), 300),
+        ("sessions-memory", |b| Box::pin(b.sessions_memory()), 600),
+        ("dial", |b| Box::pin(b.dial_latency()), 120),
+        ("small", |b| Box::pin(b.small_requests()), 600),
+        ("single", |b| Box::pin(b.single_stream()), 300),
         ("aggregate", |b| Box::pin(b.aggregate()), 300),
-        ("small requests", |b| Box::pin(b.small_requests()), 600),
-        ("20 ms link", |b| Box::pin(b.far_link()), 300),
-        ("streams memory", |b| Box::pin(b.streams_memory()), 300),
-        ("sessions memory", |b| Box::pin(b.sessions_memory()), 300),
+        ("far", |b| Box::pin(b.far_link()), 300),
     ];
     for (name, phase, limit) in phases {
+        if name != "idle" && !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            continue;
+        }
         eprintln!("e2e: {name} (t+{:.1}s)", started.elapsed().as_secs_f64());
         let limit = Duration::from_secs(if b.smoke { limit.min(60) } else { limit });
         match tokio::time::timeout(limit, phase(&mut b)).await {
@@ -236,6 +282,13 @@ async fn run(args: Args) -> Res<bool> {
                 .report
                 .errors
                 .push(format!("{name}: not done within {limit:?}")),
+        }
+        match b.sides() {
+            Ok(sides) => b.report.memory.timeline.push(report::Snapshot {
+                after: name.to_string(),
+                sides,
+            }),
+            Err(e) => b.report.errors.push(format!("{name}: memory: {e}")),
         }
     }
     if let Err(e) = b.end_memory().await {
@@ -300,10 +353,19 @@ async fn netem_probe() -> String {
     }
 }
 
-async fn setup(sizes: Sizes, smoke: bool, report: Report) -> Res<Bench> {
-    let internal = Child::spawn("internal").await?;
-    let public = Child::spawn("public").await?;
-    let mut nat = Child::spawn("nat").await?;
+async fn setup(
+    sizes: Sizes,
+    smoke: bool,
+    report: Report,
+    role_env: Vec<(String, String)>,
+) -> Res<Bench> {
+    let internal = Child::spawn("internal", &role_env).await?;
+    let public = Child::spawn("public", &role_env).await?;
+    let mut nat = Child::spawn("nat", &role_env).await?;
+    eprintln!(
+        "e2e: pids: internal {}, public {}, nat {}",
+        internal.pid, public.pid, nat.pid
+    );
     let plain = local(internal.port("plain")?);
     let itls = local(internal.port("tls")?);
     let paddr = local(public.port("tls")?);
@@ -316,7 +378,6 @@ async fn setup(sizes: Sizes, smoke: bool, report: Report) -> Res<Bench> {
         ("http", &public_url, format!("http:http://{plain}"), 2),
         ("dial-spare", &public_url, "hold".to_string(), 2),
         ("dial-nospare", &public_url, "hold".to_string(), 0),
-        ("hold", &public_url, "hold".to_string(), 2),
         ("far-tcp", &far_url, format!("tcp:{plain}"), 2),
         ("far-http", &far_url, format!("http:http://{plain}"), 2),
     ];
@@ -340,14 +401,13 @@ async fn setup(sizes: Sizes, smoke: bool, report: Report) -> Res<Bench> {
     let far_plain = delay::spawn(plain, delay).await?;
     let far_tls = delay::spawn(itls, delay).await?;
     let mut b = Bench {
+        role_env,
         tls: ClientTls::new()?,
         sizes,
         smoke,
         internal,
         public,
         nat,
-        public_url,
-        base_sessions,
         direct_plain: ep(plain, false, ""),
         direct_tls: ep(itls, true, ""),
         tcp_fwd: ep(local(tcp_port), false, ""),
@@ -432,36 +492,51 @@ impl Bench {
         Ok(())
     }
 
+    /// Each round downloads once on every path, in turn, so that a change of the
+    /// machine's load during the phase falls on every path alike. A path's figure is
+    /// its bytes over its time summed over the rounds.
     async fn throughput(
         &mut self,
         scenario: &str,
         paths: Vec<(&str, Endpoint)>,
         streams: usize,
         bytes_each: u64,
+        rounds: usize,
     ) -> Res<()> {
-        for (name, ep) in paths {
-            let t = load::download(&ep, &self.tls, streams, bytes_each)
-                .await
-                .map_err(|e| format!("{scenario}, {name}: {e}"))?;
-            eprintln!(
-                "e2e:   {scenario:<26} {name:<13} {:>9.1} MB/s",
-                t.mb_per_s()
-            );
-            self.report.throughput.push(ThroughputRow {
+        let mut per_path: Vec<Vec<load::Transfer>> = vec![Vec::new(); paths.len()];
+        for _ in 0..rounds.max(1) {
+            for (i, (name, ep)) in paths.iter().enumerate() {
+                let t = load::download(ep, &self.tls, streams, bytes_each)
+                    .await
+                    .map_err(|e| format!("{scenario}, {name}: {e}"))?;
+                per_path[i].push(t);
+            }
+        }
+        for ((name, _), ts) in paths.iter().zip(per_path) {
+            let bytes: u64 = ts.iter().map(|t| t.bytes).sum();
+            let secs: f64 = ts.iter().map(|t| t.secs).sum();
+            let row = ThroughputRow {
                 scenario: scenario.to_string(),
                 streams,
                 path: name.to_string(),
-                bytes: t.bytes,
-                secs: t.secs,
-                mb_s: t.mb_per_s(),
-            });
+                bytes,
+                secs,
+                mb_s: bytes as f64 / secs / 1e6,
+                rounds: ts.iter().map(|t| t.mb_per_s()).collect(),
+            };
+            eprintln!(
+                "e2e:   {scenario:<26} {name:<13} {:>9.1} MB/s (rounds {})",
+                row.mb_s,
+                report::spread(&row.rounds)
+            );
+            self.report.throughput.push(row);
         }
         Ok(())
     }
 
     async fn single_stream(&mut self) -> Res<()> {
         let paths = self.paths().to_vec();
-        self.throughput(SINGLE, paths, 1, self.sizes.single_bytes)
+        self.throughput(SINGLE, paths, 1, self.sizes.single_bytes, self.sizes.rounds)
             .await
     }
 
@@ -469,7 +544,8 @@ impl Bench {
         for streams in self.sizes.aggregate_streams.clone() {
             let paths = self.paths().to_vec();
             let each = (self.sizes.aggregate_total / streams as u64).max(1);
-            self.throughput(&format!("{streams} streams"), paths, streams, each)
+            let rounds = self.sizes.rounds;
+            self.throughput(&format!("{streams} streams"), paths, streams, each, rounds)
                 .await?;
         }
         Ok(())
@@ -477,50 +553,70 @@ impl Bench {
 
     async fn far_link(&mut self) -> Res<()> {
         let paths = self.far_paths().to_vec();
-        self.throughput(FAR, paths, 1, self.sizes.far_bytes).await
+        self.throughput(FAR, paths, 1, self.sizes.far_bytes, self.sizes.rounds)
+            .await
     }
 
+    /// Like [`Bench::throughput`], in interleaved rounds; a path's rate is its
+    /// requests over its measured time, its latency histogram the merge of its rounds.
     async fn small_requests(&mut self) -> Res<()> {
+        let rounds = self.sizes.rounds.max(1);
         let spec = |proto, clients| LoadSpec {
             proto,
             clients,
             warmup: Duration::from_millis(self.sizes.small_warmup_ms),
-            duration: Duration::from_millis(self.sizes.small_duration_ms),
+            duration: Duration::from_millis(self.sizes.small_duration_ms) / rounds as u32,
         };
         let max_clients = self.sizes.small_clients.iter().copied().max().unwrap_or(0);
         for proto in [Proto::H1, Proto::H2] {
             for clients in self.sizes.small_clients.clone() {
                 let sample = proto == Proto::H1 && clients == max_clients;
                 let sampler = sample.then(|| PeakSampler::start(self.public.pid, self.nat.pid));
-                for (name, ep) in self.paths() {
-                    let r = load::small_requests(&ep, &self.tls, spec(proto, clients))
-                        .await
-                        .map_err(|e| format!("{} x{clients} {name}: {e}", proto.label()))?;
+                let paths = self.paths();
+                let mut per_path: Vec<Vec<load::LoadResult>> = vec![Vec::new(); paths.len()];
+                for _ in 0..rounds {
+                    for (i, (name, ep)) in paths.iter().enumerate() {
+                        let r = load::small_requests(ep, &self.tls, spec(proto, clients))
+                            .await
+                            .map_err(|e| format!("{} x{clients} {name}: {e}", proto.label()))?;
+                        per_path[i].push(r);
+                    }
+                }
+                for ((name, _), rs) in paths.iter().zip(per_path) {
+                    let mut hist = load::new_histogram();
+                    for r in &rs {
+                        hist.add(&r.hist)?;
+                    }
+                    let requests: u64 = rs.iter().map(|r| r.requests).sum();
+                    let errors: u64 = rs.iter().map(|r| r.errors).sum();
+                    let secs = spec(proto, clients).duration.as_secs_f64() * rs.len() as f64;
                     let row = RequestRow {
                         proto: proto.label().into(),
                         clients,
-                        path: name.into(),
-                        requests: r.requests,
-                        rps: r.rps,
-                        p50_us: load::quantile_us(&r.hist, 0.5),
-                        p99_us: load::quantile_us(&r.hist, 0.99),
-                        p999_us: load::quantile_us(&r.hist, 0.999),
-                        errors: r.errors,
+                        path: name.to_string(),
+                        requests,
+                        rps: requests as f64 / secs,
+                        p50_us: load::quantile_us(&hist, 0.5),
+                        p99_us: load::quantile_us(&hist, 0.99),
+                        p999_us: load::quantile_us(&hist, 0.999),
+                        errors,
+                        rounds: rs.iter().map(|r| r.rps).collect(),
                     };
                     eprintln!(
-                        "e2e:   {} x{clients:<4} {name:<13} {:>9.0} req/s p99 {:.3} ms, {} errors",
+                        "e2e:   {} x{clients:<4} {name:<13} {:>9.0} req/s (rounds {}) p99 {:.3} ms, {} errors",
                         row.proto,
                         row.rps,
+                        report::spread(&row.rounds),
                         row.p99_us / 1e3,
                         row.errors
                     );
-                    if r.errors > 0 {
+                    if errors > 0 {
                         self.report.errors.push(format!(
-                            "{} x{clients} {name}: {} failed requests",
-                            row.proto, r.errors
+                            "{} x{clients} {name}: {errors} failed requests",
+                            row.proto
                         ));
                     }
-                    if r.requests == 0 {
+                    if requests == 0 {
                         self.report
                             .errors
                             .push(format!("{} x{clients} {name}: no request done", row.proto));
@@ -538,16 +634,126 @@ impl Bench {
         Ok(())
     }
 
-    async fn nat_held(&mut self) -> Res<u64> {
-        let v = self.nat.cmd("held", CMD).await?;
-        v["held"].as_u64().ok_or_else(|| "no held count".into())
+    /// A fresh public server and NAT process with one Listener `hold` (2 spares, conns
+    /// held open), so per-item memory is not blurred by what earlier load left in the
+    /// allocator.
+    async fn fresh_pair(&self) -> Res<Pair> {
+        let public = Child::spawn("public", &self.role_env).await?;
+        let mut nat = Child::spawn("nat", &self.role_env).await?;
+        let url = roles::public_url(local(public.port("tls")?));
+        nat.cmd(&format!("listen hold {url} hold 2"), CMD).await?;
+        let mut pair = Pair { public, nat, url };
+        pair.public.cmd("wait-sessions 1 20000", CMD).await?;
+        // Both sides have served a dial, so lazily made state exists before "before".
+        pair.public.cmd("dial-bench hold 10 1000", CMD).await?;
+        self.settle().await;
+        Ok(pair)
     }
 
-    /// Polls until `ok(count)`, at most `limit`.
+    async fn streams_memory(&mut self) -> Res<()> {
+        let n = self.sizes.streams;
+        let mut p = PerItem {
+            n,
+            ..Default::default()
+        };
+        let mut pair = self.fresh_pair().await?;
+        let held0 = pair.wait_held(|_| true, CMD).await?;
+        p.before = pair.sides()?;
+        pair.public
+            .cmd(&format!("hold hold {n} 256"), Duration::from_secs(240))
+            .await?;
+        pair.wait_held(|h| h >= held0 + n as u64, Duration::from_secs(60))
+            .await?;
+        self.settle().await;
+        p.with = pair.sides()?;
+        pair.public.cmd("release", CMD).await?;
+        pair.wait_held(|h| h <= held0, Duration::from_secs(60))
+            .await?;
+        self.settle().await;
+        p.after = pair.sides()?;
+        p.compute();
+        self.report.memory.streams = p;
+        pair.stop().await;
+        Ok(())
+    }
+
+    async fn sessions(&mut self, spares: usize) -> Res<PerItem> {
+        let n = self.sizes.sessions;
+        let mut p = PerItem {
+            n,
+            ..Default::default()
+        };
+        let mut pair = self.fresh_pair().await?;
+        p.before = pair.sides()?;
+        pair.nat
+            .cmd(
+                &format!("idle {n} {} idle {spares}", pair.url),
+                Duration::from_secs(240),
+            )
+            .await?;
+        pair.public
+            .cmd(
+                &format!("wait-sessions {} 60000", 1 + n),
+                Duration::from_secs(70),
+            )
+            .await?;
+        self.settle().await;
+        p.with = pair.sides()?;
+        pair.nat.cmd("close-idle", CMD).await?;
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = pair.public.cmd("stats", CMD).await?;
+            if s["sessions"].as_u64().unwrap_or(u64::MAX) <= 1 {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(format!("sessions still open after close: {s}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.settle().await;
+        p.after = pair.sides()?;
+        p.compute();
+        pair.stop().await;
+        Ok(p)
+    }
+
+    async fn sessions_memory(&mut self) -> Res<()> {
+        // The Listener's default: 2 spare streams per session (the target's figure).
+        self.report.memory.sessions = self.sessions(2).await?;
+        // Without spares, for the breakdown: connection alone vs its parked streams.
+        self.report.memory.sessions_no_spares = self.sessions(0).await?;
+        Ok(())
+    }
+
+    async fn end_memory(&mut self) -> Res<()> {
+        tokio::time::sleep(Duration::from_secs(if self.smoke { 1 } else { 3 })).await;
+        self.report.memory.end = self.sides()?;
+        Ok(())
+    }
+}
+
+/// A public server and a NAT process of their own (memory phases).
+struct Pair {
+    public: Child,
+    nat: Child,
+    url: String,
+}
+
+impl Pair {
+    fn sides(&self) -> Res<Sides> {
+        Ok(Sides {
+            public: self.public.mem()?,
+            nat: self.nat.mem()?,
+        })
+    }
+
+    /// Polls the NAT side's count of held conns until `ok(count)`, at most `limit`.
     async fn wait_held(&mut self, ok: impl Fn(u64) -> bool, limit: Duration) -> Res<u64> {
         let until = Instant::now() + limit;
         loop {
-            let n = self.nat_held().await?;
+            let v = self.nat.cmd("held", CMD).await?;
+            let n = v["held"].as_u64().ok_or("no held count")?;
             if ok(n) {
                 return Ok(n);
             }
@@ -558,75 +764,9 @@ impl Bench {
         }
     }
 
-    async fn streams_memory(&mut self) -> Res<()> {
-        let n = self.sizes.streams;
-        let mut p = PerItem {
-            n,
-            ..Default::default()
-        };
-        self.settle().await;
-        let held0 = self.nat_held().await?;
-        p.before = self.sides()?;
-        self.public
-            .cmd(&format!("hold hold {n} 256"), Duration::from_secs(240))
-            .await?;
-        self.wait_held(|h| h >= held0 + n as u64, Duration::from_secs(60))
-            .await?;
-        self.settle().await;
-        p.with = self.sides()?;
-        self.public.cmd("release", CMD).await?;
-        self.wait_held(|h| h <= held0, Duration::from_secs(60))
-            .await?;
-        self.settle().await;
-        p.after = self.sides()?;
-        p.compute();
-        self.report.memory.streams = p;
-        Ok(())
-    }
-
-    async fn sessions_memory(&mut self) -> Res<()> {
-        let n = self.sizes.sessions;
-        let mut p = PerItem {
-            n,
-            ..Default::default()
-        };
-        self.settle().await;
-        p.before = self.sides()?;
-        let url = self.public_url.clone();
-        self.nat
-            .cmd(&format!("idle {n} {url} idle"), Duration::from_secs(240))
-            .await?;
-        self.public
-            .cmd(
-                &format!("wait-sessions {} 60000", self.base_sessions + n),
-                Duration::from_secs(70),
-            )
-            .await?;
-        self.settle().await;
-        p.with = self.sides()?;
-        self.nat.cmd("close-idle", CMD).await?;
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.public.cmd("stats", CMD).await?;
-            if s["sessions"].as_u64().unwrap_or(u64::MAX) <= self.base_sessions as u64 {
-                break;
-            }
-            if Instant::now() > until {
-                return Err(format!("sessions still open after close: {s}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.settle().await;
-        p.after = self.sides()?;
-        p.compute();
-        self.report.memory.sessions = p;
-        Ok(())
-    }
-
-    async fn end_memory(&mut self) -> Res<()> {
-        tokio::time::sleep(Duration::from_secs(if self.smoke { 1 } else { 3 })).await;
-        self.report.memory.end = self.sides()?;
-        Ok(())
+    async fn stop(self) {
+        self.public.stop().await;
+        self.nat.stop().await;
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Meta {
     pub wall_secs: f64,
     /// Sizes and durations used.
     pub sizes: Value,
+    /// Extra environment of the role processes.
+    pub role_env: Vec<String>,
 }
 
 /// A throughput figure.
@@ -62,8 +64,10 @@ pub struct ThroughputRow {
     pub bytes: u64,
     /// Seconds.
     pub secs: f64,
-    /// Decimal MB/s.
+    /// Decimal MB/s (all rounds).
     pub mb_s: f64,
+    /// MB/s of each round.
+    pub rounds: Vec<f64>,
 }
 
 /// A small-request figure.
@@ -87,6 +91,8 @@ pub struct RequestRow {
     pub p999_us: f64,
     /// Failed requests.
     pub errors: u64,
+    /// Requests per second of each round.
+    pub rounds: Vec<f64>,
 }
 
 /// Dial latency figures (in the public process).
@@ -133,6 +139,15 @@ impl PerItem {
     }
 }
 
+/// RSS after a phase.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    /// The phase.
+    pub after: String,
+    /// RSS of both sides.
+    pub sides: Sides,
+}
+
 /// Memory figures.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Memory {
@@ -150,6 +165,10 @@ pub struct Memory {
     /// Idle Listeners (sessions) on one public server, each with its own HTTP/2
     /// connection and the default 2 spare streams.
     pub sessions: PerItem,
+    /// The same with no spare streams (what the connection alone costs).
+    pub sessions_no_spares: PerItem,
+    /// Both sides after each phase of the main processes.
+    pub timeline: Vec<Snapshot>,
     /// At the end, after every load.
     pub end: Sides,
 }
@@ -472,27 +491,32 @@ impl Report {
             m.loadavg_start, m.loadavg_end
         );
         let _ = writeln!(o, "20 ms link: {}", m.link_emulation);
+        if !m.role_env.is_empty() {
+            let _ = writeln!(o, "role processes' environment: {}", m.role_env.join(" "));
+        }
         let _ = writeln!(o, "wall time: {:.1} s", m.wall_secs);
 
         let _ = writeln!(
             o,
-            "\n== Throughput: GET /big/N over HTTP/1.1 (MB/s = 10^6 B/s; ratio = this / direct)"
+            "\n== Throughput: GET /big/N over HTTP/1.1, one connection per stream \
+             (MB/s = 10^6 B/s over all rounds; rounds = min-max per round; ratio = this / direct)"
         );
         let _ = writeln!(
             o,
-            "{:<26} {:<13} {:>10} {:>9} {:>9} {:>9}",
-            "scenario", "path", "bytes", "MB/s", "/plain", "/TLS"
+            "{:<26} {:<13} {:>10} {:>9} {:>13} {:>9} {:>9}",
+            "scenario", "path", "bytes", "MB/s", "rounds", "/plain", "/TLS"
         );
         for r in &self.throughput {
             let plain = Self::ratio(Some(r.mb_s), self.mb_s(&r.scenario, PLAIN));
             let tls = Self::ratio(Some(r.mb_s), self.mb_s(&r.scenario, TLS));
             let _ = writeln!(
                 o,
-                "{:<26} {:<13} {:>10} {:>9.1} {:>9} {:>9}",
+                "{:<26} {:<13} {:>10} {:>9.1} {:>13} {:>9} {:>9}",
                 r.scenario,
                 r.path,
                 human_bytes(r.bytes),
                 r.mb_s,
+                spread(&r.rounds),
                 fmt_ratio(plain),
                 fmt_ratio(tls)
             );
@@ -504,19 +528,30 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:<5} {:>7} {:<13} {:>10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
-            "proto", "clients", "path", "req/s", "p50", "p99", "p99.9", "errors", "/plain", "/TLS"
+            "{:<5} {:>7} {:<13} {:>10} {:>13} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+            "proto",
+            "clients",
+            "path",
+            "req/s",
+            "rounds",
+            "p50",
+            "p99",
+            "p99.9",
+            "errors",
+            "/plain",
+            "/TLS"
         );
         for r in &self.requests {
             let plain = Self::ratio(Some(r.rps), self.rps(&r.proto, r.clients, PLAIN));
             let tls = Self::ratio(Some(r.rps), self.rps(&r.proto, r.clients, TLS));
             let _ = writeln!(
                 o,
-                "{:<5} {:>7} {:<13} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>7} {:>7}",
+                "{:<5} {:>7} {:<13} {:>10.0} {:>13} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>7} {:>7}",
                 r.proto,
                 r.clients,
                 r.path,
                 r.rps,
+                spread(&r.rounds),
                 r.p50_us / 1e3,
                 r.p99_us / 1e3,
                 r.p999_us / 1e3,
@@ -569,14 +604,26 @@ impl Report {
         row(&mut o, "idle", mm.idle);
         row(&mut o, "peak during 500 clients", mm.peak_500_clients);
         row(&mut o, "after 500 clients", mm.after_500_clients);
-        for (name, p) in [("streams", &mm.streams), ("sessions", &mm.sessions)] {
+        for s in &mm.timeline {
+            row(&mut o, &format!("after phase {}", s.after), s.sides);
+        }
+        let _ = writeln!(o, "fresh processes for each of these:");
+        for (name, one, p) in [
+            ("streams", "stream", &mm.streams),
+            ("sessions", "session", &mm.sessions),
+            (
+                "sessions (no spares)",
+                "session (no spares)",
+                &mm.sessions_no_spares,
+            ),
+        ] {
             row(&mut o, &format!("before {} {name}", p.n), p.before);
             row(&mut o, &format!("with {} {name}", p.n), p.with);
             row(&mut o, &format!("after closing the {name}"), p.after);
             let _ = writeln!(
                 o,
                 "{:<34} {:>9.1} {:>9.1}",
-                format!("KiB per {}", name.trim_end_matches('s')),
+                format!("KiB per {one}"),
                 p.public_kib_each,
                 p.nat_kib_each
             );
@@ -619,6 +666,16 @@ impl Report {
             &format!("h2rev2 tunnel / direct ({} mode)", self.meta.mode),
         )
     }
+}
+
+/// `min-max` of per-round figures (`-` for one round).
+pub fn spread(v: &[f64]) -> String {
+    if v.len() < 2 {
+        return "-".into();
+    }
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.0}-{max:.0}")
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
@@ -754,6 +811,7 @@ mod tests {
             bytes: 1,
             secs: 1.0,
             mb_s,
+            rounds: vec![mb_s],
         }
     }
 
@@ -805,6 +863,12 @@ mod tests {
         let table = r.table();
         assert!(table.contains("PASS  single stream: TCP fwd / direct TLS"));
         assert!(table.contains("MISS  single stream: HTTP proxy / direct TLS"));
+    }
+
+    #[test]
+    fn spread_is_min_to_max() {
+        assert_eq!(spread(&[5.0]), "-");
+        assert_eq!(spread(&[300.0, 100.4, 200.0]), "100-300");
     }
 
     #[test]

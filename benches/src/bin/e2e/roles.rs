@@ -42,11 +42,24 @@ pub enum Role {
     Nat,
 }
 
+/// Environment variable with the role processes' tokio worker threads: a number, or
+/// `current` for a current-thread runtime. Unset: tokio's default (one per CPU).
+pub const THREADS_ENV: &str = "H2REV2_E2E_ROLE_THREADS";
+
 /// Runs a role until stdin closes.
 pub fn run(role: Role) -> Res<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = match std::env::var(THREADS_ENV).ok().as_deref() {
+        None | Some("") => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        Some("current") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.parse().map_err(|e| format!("{THREADS_ENV}={n}: {e}"))?)
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async move {
         match role {
             Role::Internal => internal().await,
@@ -449,13 +462,14 @@ async fn nat_cmd(s: &mut NatState, args: Vec<String>) -> Res<Value> {
             let n: usize = arg(&args, 1)?;
             let url: String = arg(&args, 2)?;
             let prefix: String = arg(&args, 3)?;
+            let spares: usize = arg(&args, 4)?;
             // Bind in batches of 100, each waited up, so the handshakes do not all
             // race the server's handshake timeout on two cores.
             for batch in (0..n).collect::<Vec<_>>().chunks(100) {
                 let mut up = Vec::new();
                 for k in batch {
                     let id = format!("{prefix}-{k}");
-                    up.push((s.bind(&url, &id, 2)?, id));
+                    up.push((s.bind(&url, &id, spares)?, id));
                 }
                 for (l, id) in up {
                     wait_up(&l, &id).await?;
