@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Command, ControlMessage, Decoder, DialerId, Role, RouteConfig};
+use crate::wire::{Command, ControlMessage, Decoder, DialerId, MAX_TOKEN_LEN, Role, RouteConfig};
 
 /// Settings of the NAT side.
 #[derive(Debug, Clone)]
@@ -358,7 +358,10 @@ impl Listener {
         while let Some(msg) = self.decoder.next_message() {
             match msg {
                 Ok(m) if m.command == Command::ConnReady => {
-                    let token = (!m.conn_path.is_empty()).then_some(m.conn_path);
+                    // A token the route parser would refuse is dropped: the stream is
+                    // then matched FIFO instead of failing with 400.
+                    let token = (!m.conn_path.is_empty() && m.conn_path.len() <= MAX_TOKEN_LEN)
+                        .then_some(m.conn_path);
                     self.open_data(token, true);
                 }
                 Ok(_) => {}
@@ -545,5 +548,30 @@ mod tests {
         l.handle_event(now, Event::ConnectFailed { reason: "x".into() });
         assert_eq!(l.state(), State::Closed);
         assert!(matches!(drain(&mut l).last(), Some(Action::Closed { .. })));
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn oversized_token_is_dropped_not_echoed() {
+        let now = Instant::now();
+        let mut l = Listener::new(ListenerConfig::new(DialerId::new("a").unwrap()), 1);
+        l.handle_event(now, Event::Connected);
+        l.handle_event(now, Event::ControlAccepted);
+        while l.poll_action().is_some() {}
+        let line = format!(
+            "{{\"command\":\"conn-ready\",\"connPath\":\"{}\"}}\n",
+            "x".repeat(MAX_TOKEN_LEN + 1)
+        );
+        l.handle_event(now, Event::ControlData(line.as_bytes()));
+        match l.poll_action() {
+            Some(Action::OpenData { path_and_query, .. }) => {
+                assert_eq!(path_and_query, "/revdial?id=a&role=data")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -9,4 +9,4 @@ mod route;
 
 pub use control::{Command, ControlMessage, Decoder, MAX_CONTROL_LINE};
 pub use id::{DialerId, IdError, MAX_ID_LEN};
-pub use route::{RevdialRequest, Role, Route, RouteConfig, RouteError};
+pub use route::{MAX_TOKEN_LEN, RevdialRequest, Role, Route, RouteConfig, RouteError};

@@ -10,6 +10,9 @@ use std::fmt;
 
 use super::id::{DialerId, IdError};
 
+/// The longest `conn` token accepted on a revdial request, in bytes.
+pub const MAX_TOKEN_LEN: usize = 128;
+
 /// How the public server lays out its routes. The Listener uses the same values to
 /// build its request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +224,7 @@ impl RouteConfig {
                     });
                 }
             } else if k == "conn" && conn.is_none() {
-                if v.is_empty() || v.len() > 128 {
+                if v.is_empty() || v.len() > MAX_TOKEN_LEN {
                     return Err(RouteError::BadToken);
                 }
                 conn = Some(v.into_owned());
