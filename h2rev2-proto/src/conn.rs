@@ -150,6 +150,35 @@ pub enum Transmit {
     },
 }
 
+/// Longest a dropped conn lingers after its clean close ([`DropAction::Linger`]).
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// What the adapter does with the stream when the application drops the conn, from
+/// [`Conn::on_drop`] (PROTOCOL.md 5).
+///
+/// ```text
+/// dropped without close (or failed) ─────────────► Reset(CANCEL)   an abort: never a clean end
+/// closed cleanly, the peer's side still open ────► Linger { max }  deliver, then end cleanly
+/// closed cleanly, the peer's side ended too ─────► Nothing
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropAction {
+    /// The stream ended both ways: nothing to do.
+    Nothing,
+    /// Reset the stream now with this code.
+    Reset(u32),
+    /// Our side ended cleanly (END_STREAM queued) but the peer's is still open. HTTP/2
+    /// libraries cancel a half-open stream whose handles are all dropped, and discard
+    /// what is still queued for it, so the last bytes and END_STREAM could be lost.
+    /// Keep the stream for up to `max`: read and discard what the peer still sends
+    /// (returning its credit) until its END_STREAM or reset, then drop it; at `max`,
+    /// reset it with `NO_ERROR` (RFC 9113 8.1: a clean "stop sending").
+    Linger {
+        /// The longest wait.
+        max: Duration,
+    },
+}
+
 /// One byte connection over one HTTP/2 stream.
 #[derive(Debug)]
 pub struct Conn {
@@ -442,6 +471,30 @@ impl Conn {
         }
         Transmit::Idle {
             wake_at: self.poll_timeout(),
+        }
+    }
+
+    /// What to do with the stream when the application drops the conn.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use h2rev2_proto::conn::{Conn, ConnConfig, DropAction, CANCEL, LINGER};
+    /// let mut c = Conn::new(ConnConfig::default());
+    /// assert_eq!(c.on_drop(), DropAction::Reset(CANCEL), "no close: an abort");
+    /// c.shutdown();
+    /// c.on_end_sent();
+    /// assert_eq!(c.on_drop(), DropAction::Linger { max: LINGER }, "the peer still sends");
+    /// c.on_end();
+    /// assert_eq!(c.on_drop(), DropAction::Nothing, "both sides ended");
+    /// ```
+    #[must_use]
+    pub fn on_drop(&self) -> DropAction {
+        if !self.end_sent || self.failed.is_some() {
+            DropAction::Reset(CANCEL)
+        } else if self.read_open() {
+            DropAction::Linger { max: LINGER }
+        } else {
+            DropAction::Nothing
         }
     }
 

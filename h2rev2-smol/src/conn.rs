@@ -10,13 +10,15 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 use h2::{RecvStream, SendStream};
-use h2rev2_proto::conn::{CANCEL, Conn, ConnConfig, Read, Transmit, Write};
+use h2rev2_proto::conn::{Conn, ConnConfig, DropAction, NO_ERROR, Read, Transmit, Write};
 use smol::Timer;
+
+use crate::spawn::Spawner;
 
 /// A reverse connection: futures-io `AsyncRead + AsyncWrite` over one HTTP/2 stream
 /// (PROTOCOL.md 5).
@@ -30,17 +32,28 @@ use smol::Timer;
 /// * `close` is a **half-close** (END_STREAM): reading goes on until the peer ends
 ///   too, as with `TcpStream::shutdown(Write)`.
 /// * Dropping it without `close` resets the stream (`CANCEL`), so the peer never takes
-///   a truncated stream for a clean end.
+///   a truncated stream for a clean end. Dropped after `close` while the peer's side
+///   is still open, it lingers in the background (at most
+///   [`h2rev2_proto::conn::LINGER`]) so that the last bytes and END_STREAM still go
+///   out, discarding what the peer sends until it ends.
 /// * A peer reset reads as `ConnectionReset` (`ConnectionRefused` for
 ///   `REFUSED_STREAM`).
 pub struct RevConn {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
+    /// The stream's two halves; taken only by `Drop` (to linger).
+    h2: Option<Streams>,
     state: Conn,
     timer: Option<(Timer, Instant)>,
     send_wakers: Arc<SendWakers>,
+    spawner: Spawner,
     label: String,
 }
+
+struct Streams {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+}
+
+const PRESENT: &str = "the stream is present until drop";
 
 /// Who is driving the send side: the reading task services the flush timer and may
 /// send what is due, the writing task waits for capacity. Split halves (or two tasks)
@@ -90,7 +103,7 @@ impl fmt::Debug for RevConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevConn")
             .field("label", &self.label)
-            .field("stream", &self.send.stream_id())
+            .field("stream", &self.h2.as_ref().map(|h| h.send.stream_id()))
             .finish()
     }
 }
@@ -119,13 +132,14 @@ impl RevConn {
         recv: RecvStream,
         config: ConnConfig,
         label: String,
+        spawner: Spawner,
     ) -> Self {
         RevConn {
-            send,
-            recv,
+            h2: Some(Streams { send, recv }),
             state: Conn::new(config),
             timer: None,
             send_wakers: Arc::default(),
+            spawner,
             label,
         }
     }
@@ -135,43 +149,38 @@ impl RevConn {
         &self.label
     }
 
-    fn failed(&mut self, e: h2::Error) -> Poll<io::Result<()>> {
-        let e = h2_error_to_io(e);
-        self.state.fail(e.kind());
-        Poll::Ready(Err(e))
-    }
-
     /// Carries out the core's send steps until it is idle; arms the flush timer.
     /// `Ready(Ok)` when nothing due is left unsent; `Pending` while waiting for credit.
     fn drive_send(&mut self, side: Side, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.send_wakers.register(side, cx.waker());
         let waker = Waker::from(self.send_wakers.clone());
         let cx = &mut Context::from_waker(&waker);
+        let send = &mut self.h2.as_mut().expect(PRESENT).send;
         loop {
             let now = Instant::now();
-            match self.state.poll_transmit(now, self.send.capacity()) {
+            match self.state.poll_transmit(now, send.capacity()) {
                 Transmit::Failed(kind) => {
                     return Poll::Ready(Err(io::Error::new(kind, "reverse connection failed")));
                 }
                 Transmit::Data(chunk) => {
-                    if let Err(e) = self.send.send_data(chunk, false) {
-                        return self.failed(e);
+                    if let Err(e) = send.send_data(chunk, false) {
+                        return fail(&mut self.state, e);
                     }
                 }
                 Transmit::End => {
-                    if let Err(e) = self.send.send_data(Bytes::new(), true) {
-                        return self.failed(e);
+                    if let Err(e) = send.send_data(Bytes::new(), true) {
+                        return fail(&mut self.state, e);
                     }
                     self.state.on_end_sent();
                 }
                 Transmit::Blocked { want } => {
-                    self.send.reserve_capacity(want);
-                    if self.send.capacity() > 0 {
+                    send.reserve_capacity(want);
+                    if send.capacity() > 0 {
                         continue;
                     }
-                    match ready!(self.send.poll_capacity(cx)) {
+                    match ready!(send.poll_capacity(cx)) {
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => return self.failed(e),
+                        Some(Err(e)) => return fail(&mut self.state, e),
                         None => {
                             self.state.fail(io::ErrorKind::BrokenPipe);
                             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
@@ -198,7 +207,8 @@ impl RevConn {
         let credit = self.state.take_credit();
         if credit > 0 {
             // Fails only when the stream is gone, which the next read reports.
-            let _ = self.recv.flow_control().release_capacity(credit);
+            let recv = &mut self.h2.as_mut().expect(PRESENT).recv;
+            let _ = recv.flow_control().release_capacity(credit);
         }
     }
 }
@@ -225,7 +235,7 @@ impl AsyncRead for RevConn {
                 }
                 Read::Pending => {}
             }
-            match ready!(this.recv.poll_data(cx)) {
+            match ready!(this.h2.as_mut().expect(PRESENT).recv.poll_data(cx)) {
                 Some(Ok(data)) => this.state.on_data(data),
                 Some(Err(e)) => match e.reason() {
                     Some(r) if e.is_reset() => this.state.on_reset(u32::from(r)),
@@ -317,12 +327,38 @@ impl AsyncWrite for RevConn {
     }
 }
 
+fn fail(state: &mut Conn, e: h2::Error) -> Poll<io::Result<()>> {
+    let e = h2_error_to_io(e);
+    state.fail(e.kind());
+    Poll::Ready(Err(e))
+}
+
 impl Drop for RevConn {
     fn drop(&mut self) {
-        // Dropped without a completed close: abort, so the peer does not take a
-        // truncated stream for a clean end (PROTOCOL.md 5).
-        if !self.state.end_sent() {
-            self.send.send_reset(h2::Reason::from(CANCEL));
+        let Some(Streams { mut send, recv }) = self.h2.take() else {
+            return;
+        };
+        // The core decides (PROTOCOL.md 5): an abort without a clean close; after a
+        // clean close with the peer still sending, linger so that what is queued
+        // still goes out (h2 discards it when a half-open stream is dropped).
+        match self.state.on_drop() {
+            DropAction::Nothing => {}
+            DropAction::Reset(code) => send.send_reset(h2::Reason::from(code)),
+            DropAction::Linger { max } => self.spawner.spawn(linger(send, recv, max)),
         }
+    }
+}
+
+/// Keeps a cleanly closed stream until the peer ends it too, discarding what it
+/// still sends (and returning the credit), for at most `max`; then ends it with
+/// `RST_STREAM(NO_ERROR)`.
+async fn linger(mut send: SendStream<Bytes>, mut recv: RecvStream, max: Duration) {
+    let drained = async {
+        while let Some(Ok(data)) = recv.data().await {
+            let _ = recv.flow_control().release_capacity(data.len());
+        }
+    };
+    if crate::settings::timeout(max, drained).await.is_none() {
+        send.send_reset(h2::Reason::from(NO_ERROR));
     }
 }

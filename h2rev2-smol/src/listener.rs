@@ -433,10 +433,11 @@ impl Driver {
                     let accept = self.accept_tx.clone();
                     let conn_cfg = self.opts.conn;
                     let label = self.opts.machine.id.to_string();
+                    let spawner = self.opts.spawner.clone();
                     self.opts.spawner.spawn(async move {
                         match open_stream(h2, req).await {
                             Ok((send, recv)) => {
-                                let conn = RevConn::new(send, recv, conn_cfg, label);
+                                let conn = RevConn::new(send, recv, conn_cfg, label, spawner);
                                 let _ = tx.send(Internal::DataOpened(g, request)).await;
                                 // Waits while the application is not accepting: backpressure.
                                 let _ = accept.send(conn).await;

@@ -752,7 +752,13 @@ impl Driver {
                     let Some((send, recv, id)) = self.parked.remove(&stream) else {
                         continue;
                     };
-                    let conn = RevConn::new(send, recv, self.conn_config, id.to_string());
+                    let conn = RevConn::new(
+                        send,
+                        recv,
+                        self.conn_config,
+                        id.to_string(),
+                        self.spawner.clone(),
+                    );
                     if let Some(reply) = self.dials.remove(&dial) {
                         let _ = reply.try_send(Ok(conn));
                     }

@@ -356,3 +356,48 @@ fn a_reading_task_does_not_take_the_blocked_writers_wake_up() {
     }));
     probe.assert_clean(10);
 }
+
+#[test]
+fn drop_after_close_while_the_peer_still_sends_is_a_clean_end() {
+    // A server that answers, closes and drops before the client ended its side (an
+    // HTTP/1.1 `Connection: close` exchange): the client reads the whole answer and a
+    // clean end, not a reset.
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let s = setup(&probe, &certs).await;
+        let bx = id("box");
+        for _ in 0..3 {
+            let (conn, accepted) = smol::future::zip(s.server.dial(&bx), s.listener.accept()).await;
+            let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+            conn.write_all(b"request").await.unwrap();
+            conn.flush().await.unwrap();
+            let mut q = [0u8; 7];
+            accepted.read_exact(&mut q).await.unwrap();
+            accepted.write_all(b"complete answer").await.unwrap();
+            accepted.close().await.unwrap();
+            drop(accepted);
+            let mut a = Vec::new();
+            with_timeout(Duration::from_secs(5), conn.read_to_end(&mut a))
+                .await
+                .unwrap();
+            assert_eq!(a, b"complete answer");
+            // The other way round: the public side answers, closes and drops.
+            let (conn, accepted) = smol::future::zip(s.server.dial(&bx), s.listener.accept()).await;
+            let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+            accepted.write_all(b"request").await.unwrap();
+            accepted.flush().await.unwrap();
+            conn.read_exact(&mut q).await.unwrap();
+            conn.write_all(&data(300_000, 1)).await.unwrap();
+            conn.close().await.unwrap();
+            drop(conn);
+            let mut a = Vec::new();
+            with_timeout(Duration::from_secs(5), accepted.read_to_end(&mut a))
+                .await
+                .unwrap();
+            assert_eq!(a, data(300_000, 1));
+        }
+    }));
+    probe.assert_clean(10);
+}
