@@ -44,6 +44,23 @@ impl Mem {
     }
 }
 
+/// CPU time (user + system, all threads) that `pid` has used so far, in seconds.
+/// From `/proc/PID/stat`, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+pub fn cpu_secs(pid: u32) -> Res<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu(&stat).ok_or_else(|| format!("bad /proc/{pid}/stat").into())
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in seconds.
+pub fn parse_cpu(stat: &str) -> Option<f64> {
+    // The command name (field 2) may hold spaces and parentheses: split after the
+    // last ')'. Then field 3 (state) is rest[0], utime (14) rest[11], stime (15) rest[12].
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Reads `VmRSS` and `VmHWM` of `pid`.
 pub fn mem_of(pid: u32) -> Res<Mem> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -150,6 +167,15 @@ mod tests {
         assert_eq!(m.rss_kib, 4096);
         assert_eq!(m.hwm_kib, 5120);
         assert!(parse_status("Name:\tx\n").is_none());
+    }
+
+    #[test]
+    fn parses_proc_stat_cpu() {
+        let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 \
+                    4 0 100 1000 100 18446744073709551615";
+        assert_eq!(parse_cpu(line), Some(3.0));
+        assert!(cpu_secs(std::process::id()).unwrap() >= 0.0);
+        assert_eq!(parse_cpu("garbage"), None);
     }
 
     #[test]

@@ -259,6 +259,8 @@ pub async fn download(
 pub struct LoadResult {
     /// Requests completed in the measured window.
     pub requests: u64,
+    /// Requests completed in all, warm-up included.
+    pub requests_all: u64,
     /// Requests that failed (any time).
     pub errors: u64,
     /// Requests per second in the measured window.
@@ -308,10 +310,12 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
             tokio::spawn(async move {
                 let mut hist = new_histogram();
                 let mut errors = 0u64;
+                let mut all = 0u64;
                 while Instant::now() < end {
                     let t0 = Instant::now();
                     match c.get("/small").await {
                         Ok((StatusCode::OK, n)) if n as usize == crate::roles::SMALL_BODY.len() => {
+                            all += 1;
                             let done = Instant::now();
                             if t0 >= measure_from && done <= end {
                                 record(&mut hist, done - t0);
@@ -326,20 +330,23 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
                         }
                     }
                 }
-                (hist, errors)
+                (hist, errors, all)
             })
         })
         .collect();
     let mut hist = new_histogram();
     let mut errors = 0;
+    let mut requests_all = 0;
     for t in tasks {
-        let (h, e) = t.await?;
+        let (h, e, a) = t.await?;
         hist.add(&h)?;
         errors += e;
+        requests_all += a;
     }
     let requests = hist.len();
     Ok(LoadResult {
         requests,
+        requests_all,
         errors,
         rps: requests as f64 / spec.duration.as_secs_f64(),
         hist,

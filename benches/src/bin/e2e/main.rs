@@ -26,7 +26,8 @@ use clap::Parser;
 use crate::child::{Child, Mem};
 use crate::load::{ClientTls, Endpoint, LoadSpec, Proto};
 use crate::report::{
-    DialRow, FAR, PLAIN, PROXY, PerItem, Report, RequestRow, SINGLE, Sides, TCP, TLS, ThroughputRow,
+    Cpu, DialRow, FAR, PLAIN, PROXY, PerItem, Report, RequestRow, SINGLE, Sides, TCP, TLS,
+    ThroughputRow,
 };
 
 /// The harness's error type.
@@ -45,6 +46,10 @@ struct Args {
     /// small, single, aggregate, far. Idle and end memory always run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Measure only these paths (comma-separated): plain, tls, tcp, proxy. For
+    /// profiling one path; ratios need the direct ones.
+    #[arg(long, value_delimiter = ',', value_parser = ["plain", "tls", "tcp", "proxy"])]
+    paths: Vec<String>,
     /// tokio worker threads of the role processes (a number, or `current` for a
     /// current-thread runtime). Default: one per CPU.
     #[arg(long)]
@@ -167,6 +172,8 @@ fn main() -> ExitCode {
 /// What the harness set up.
 struct Bench {
     role_env: Vec<(String, String)>,
+    /// Path labels to measure (all when empty).
+    path_filter: Vec<String>,
     sizes: Sizes,
     smoke: bool,
     tls: ClientTls,
@@ -251,6 +258,17 @@ async fn run(args: Args) -> Res<bool> {
     };
     eprintln!("e2e: {} mode; setting up", report.meta.mode);
     let mut b = setup(sizes, args.smoke, report, role_env).await?;
+    b.path_filter = args
+        .paths
+        .iter()
+        .map(|p| match p.as_str() {
+            "plain" => PLAIN,
+            "tls" => TLS,
+            "tcp" => TCP,
+            _ => PROXY,
+        })
+        .map(str::to_string)
+        .collect();
 
     type Phase = for<'a> fn(
         &'a mut Bench,
@@ -402,6 +420,7 @@ async fn setup(
     let far_tls = delay::spawn(itls, delay).await?;
     let mut b = Bench {
         role_env,
+        path_filter: Vec::new(),
         tls: ClientTls::new()?,
         sizes,
         smoke,
@@ -423,22 +442,30 @@ async fn setup(
 }
 
 impl Bench {
-    fn paths(&self) -> [(&'static str, Endpoint); 4] {
-        [
+    fn selected(&self, all: [(&'static str, Endpoint); 4]) -> Vec<(&'static str, Endpoint)> {
+        all.into_iter()
+            .filter(|(name, _)| {
+                self.path_filter.is_empty() || self.path_filter.iter().any(|p| p == name)
+            })
+            .collect()
+    }
+
+    fn paths(&self) -> Vec<(&'static str, Endpoint)> {
+        self.selected([
             (PLAIN, self.direct_plain.clone()),
             (TLS, self.direct_tls.clone()),
             (TCP, self.tcp_fwd.clone()),
             (PROXY, self.http_proxy.clone()),
-        ]
+        ])
     }
 
-    fn far_paths(&self) -> [(&'static str, Endpoint); 4] {
-        [
+    fn far_paths(&self) -> Vec<(&'static str, Endpoint)> {
+        self.selected([
             (PLAIN, self.far_plain.clone()),
             (TLS, self.far_tls.clone()),
             (TCP, self.far_tcp.clone()),
             (PROXY, self.far_proxy.clone()),
-        ]
+        ])
     }
 
     /// One small request per path and version: everything answers before measuring.
@@ -456,6 +483,16 @@ impl Bench {
             }
         }
         Ok(())
+    }
+
+    /// CPU seconds used so far by each process.
+    fn cpu(&self) -> Res<Cpu> {
+        Ok(Cpu {
+            client: child::cpu_secs(std::process::id())?,
+            public: child::cpu_secs(self.public.pid)?,
+            nat: child::cpu_secs(self.nat.pid)?,
+            internal: child::cpu_secs(self.internal.pid)?,
+        })
     }
 
     fn sides(&self) -> Res<Sides> {
@@ -504,15 +541,18 @@ impl Bench {
         rounds: usize,
     ) -> Res<()> {
         let mut per_path: Vec<Vec<load::Transfer>> = vec![Vec::new(); paths.len()];
+        let mut cpu = vec![Cpu::default(); paths.len()];
         for _ in 0..rounds.max(1) {
             for (i, (name, ep)) in paths.iter().enumerate() {
+                let c0 = self.cpu()?;
                 let t = load::download(ep, &self.tls, streams, bytes_each)
                     .await
                     .map_err(|e| format!("{scenario}, {name}: {e}"))?;
+                cpu[i] = cpu[i].add(&self.cpu()?.since(&c0));
                 per_path[i].push(t);
             }
         }
-        for ((name, _), ts) in paths.iter().zip(per_path) {
+        for (((name, _), ts), cpu) in paths.iter().zip(per_path).zip(cpu) {
             let bytes: u64 = ts.iter().map(|t| t.bytes).sum();
             let secs: f64 = ts.iter().map(|t| t.secs).sum();
             let row = ThroughputRow {
@@ -523,6 +563,7 @@ impl Bench {
                 secs,
                 mb_s: bytes as f64 / secs / 1e6,
                 rounds: ts.iter().map(|t| t.mb_per_s()).collect(),
+                cpu,
             };
             eprintln!(
                 "e2e:   {scenario:<26} {name:<13} {:>9.1} MB/s (rounds {})",
@@ -535,14 +576,14 @@ impl Bench {
     }
 
     async fn single_stream(&mut self) -> Res<()> {
-        let paths = self.paths().to_vec();
+        let paths = self.paths();
         self.throughput(SINGLE, paths, 1, self.sizes.single_bytes, self.sizes.rounds)
             .await
     }
 
     async fn aggregate(&mut self) -> Res<()> {
         for streams in self.sizes.aggregate_streams.clone() {
-            let paths = self.paths().to_vec();
+            let paths = self.paths();
             let each = (self.sizes.aggregate_total / streams as u64).max(1);
             let rounds = self.sizes.rounds;
             self.throughput(&format!("{streams} streams"), paths, streams, each, rounds)
@@ -552,7 +593,7 @@ impl Bench {
     }
 
     async fn far_link(&mut self) -> Res<()> {
-        let paths = self.far_paths().to_vec();
+        let paths = self.far_paths();
         self.throughput(FAR, paths, 1, self.sizes.far_bytes, self.sizes.rounds)
             .await
     }
@@ -574,15 +615,18 @@ impl Bench {
                 let sampler = sample.then(|| PeakSampler::start(self.public.pid, self.nat.pid));
                 let paths = self.paths();
                 let mut per_path: Vec<Vec<load::LoadResult>> = vec![Vec::new(); paths.len()];
+                let mut cpu = vec![Cpu::default(); paths.len()];
                 for _ in 0..rounds {
                     for (i, (name, ep)) in paths.iter().enumerate() {
+                        let c0 = self.cpu()?;
                         let r = load::small_requests(ep, &self.tls, spec(proto, clients))
                             .await
                             .map_err(|e| format!("{} x{clients} {name}: {e}", proto.label()))?;
+                        cpu[i] = cpu[i].add(&self.cpu()?.since(&c0));
                         per_path[i].push(r);
                     }
                 }
-                for ((name, _), rs) in paths.iter().zip(per_path) {
+                for (((name, _), rs), cpu) in paths.iter().zip(per_path).zip(cpu) {
                     let mut hist = load::new_histogram();
                     for r in &rs {
                         hist.add(&r.hist)?;
@@ -601,6 +645,8 @@ impl Bench {
                         p999_us: load::quantile_us(&hist, 0.999),
                         errors,
                         rounds: rs.iter().map(|r| r.rps).collect(),
+                        cpu,
+                        requests_all: rs.iter().map(|r| r.requests_all).sum(),
                     };
                     eprintln!(
                         "e2e:   {} x{clients:<4} {name:<13} {:>9.0} req/s (rounds {}) p99 {:.3} ms, {} errors",

@@ -51,6 +51,64 @@ pub struct Meta {
     pub role_env: Vec<String>,
 }
 
+/// CPU seconds used by each process during a measurement.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Cpu {
+    /// The harness (load clients; for the 20 ms link also the delay relays).
+    pub client: f64,
+    /// The public server process.
+    pub public: f64,
+    /// The NAT process.
+    pub nat: f64,
+    /// The internal server process.
+    pub internal: f64,
+}
+
+impl Cpu {
+    /// All processes.
+    pub fn total(&self) -> f64 {
+        self.client + self.public + self.nat + self.internal
+    }
+
+    /// `self - earlier`.
+    pub fn since(&self, earlier: &Cpu) -> Cpu {
+        Cpu {
+            client: self.client - earlier.client,
+            public: self.public - earlier.public,
+            nat: self.nat - earlier.nat,
+            internal: self.internal - earlier.internal,
+        }
+    }
+
+    /// `self + other`.
+    pub fn add(&self, other: &Cpu) -> Cpu {
+        Cpu {
+            client: self.client + other.client,
+            public: self.public + other.public,
+            nat: self.nat + other.nat,
+            internal: self.internal + other.internal,
+        }
+    }
+
+    /// Each figure times `k`.
+    pub fn scale(&self, k: f64) -> Cpu {
+        Cpu {
+            client: self.client * k,
+            public: self.public * k,
+            nat: self.nat * k,
+            internal: self.internal * k,
+        }
+    }
+
+    /// `client/public/nat/internal` with no decimals.
+    fn parts(&self) -> String {
+        format!(
+            "{:.0}/{:.0}/{:.0}/{:.0}",
+            self.client, self.public, self.nat, self.internal
+        )
+    }
+}
+
 /// A throughput figure.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThroughputRow {
@@ -68,6 +126,15 @@ pub struct ThroughputRow {
     pub mb_s: f64,
     /// MB/s of each round.
     pub rounds: Vec<f64>,
+    /// CPU used by each process over all rounds, seconds.
+    pub cpu: Cpu,
+}
+
+impl ThroughputRow {
+    /// CPU nanoseconds per byte moved, each process.
+    pub fn cpu_ns_per_byte(&self) -> Cpu {
+        self.cpu.scale(1e9 / self.bytes.max(1) as f64)
+    }
 }
 
 /// A small-request figure.
@@ -93,6 +160,17 @@ pub struct RequestRow {
     pub errors: u64,
     /// Requests per second of each round.
     pub rounds: Vec<f64>,
+    /// CPU used by each process over all rounds (warm-up included), seconds.
+    pub cpu: Cpu,
+    /// Requests done over all rounds, warm-up included (the CPU's denominator).
+    pub requests_all: u64,
+}
+
+impl RequestRow {
+    /// CPU microseconds per request, each process.
+    pub fn cpu_us_per_request(&self) -> Cpu {
+        self.cpu.scale(1e6 / self.requests_all.max(1) as f64)
+    }
 }
 
 /// Dial latency figures (in the public process).
@@ -503,32 +581,43 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:<26} {:<13} {:>10} {:>9} {:>13} {:>9} {:>9}",
-            "scenario", "path", "bytes", "MB/s", "rounds", "/plain", "/TLS"
+            "{:<26} {:<13} {:>10} {:>9} {:>13} {:>9} {:>9} {:>7}  {}",
+            "scenario",
+            "path",
+            "bytes",
+            "MB/s",
+            "rounds",
+            "/plain",
+            "/TLS",
+            "CPU",
+            "CPU cli/pub/nat/int (ns/B x100)"
         );
         for r in &self.throughput {
             let plain = Self::ratio(Some(r.mb_s), self.mb_s(&r.scenario, PLAIN));
             let tls = Self::ratio(Some(r.mb_s), self.mb_s(&r.scenario, TLS));
             let _ = writeln!(
                 o,
-                "{:<26} {:<13} {:>10} {:>9.1} {:>13} {:>9} {:>9}",
+                "{:<26} {:<13} {:>10} {:>9.1} {:>13} {:>9} {:>9} {:>7.2}  {}",
                 r.scenario,
                 r.path,
                 human_bytes(r.bytes),
                 r.mb_s,
                 spread(&r.rounds),
                 fmt_ratio(plain),
-                fmt_ratio(tls)
+                fmt_ratio(tls),
+                r.cpu_ns_per_byte().total(),
+                r.cpu_ns_per_byte().scale(100.0).parts()
             );
         }
 
         let _ = writeln!(
             o,
-            "\n== Small requests: GET /small back to back per client (latency in ms)"
+            "\n== Small requests: GET /small back to back per client (latency in ms; CPU = \
+             CPU µs per request, all processes, warm-up included)"
         );
         let _ = writeln!(
             o,
-            "{:<5} {:>7} {:<13} {:>10} {:>13} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+            "{:<5} {:>7} {:<13} {:>10} {:>13} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}  {}",
             "proto",
             "clients",
             "path",
@@ -539,14 +628,16 @@ impl Report {
             "p99.9",
             "errors",
             "/plain",
-            "/TLS"
+            "/TLS",
+            "CPU",
+            "cli/pub/nat/int (µs/req)"
         );
         for r in &self.requests {
             let plain = Self::ratio(Some(r.rps), self.rps(&r.proto, r.clients, PLAIN));
             let tls = Self::ratio(Some(r.rps), self.rps(&r.proto, r.clients, TLS));
             let _ = writeln!(
                 o,
-                "{:<5} {:>7} {:<13} {:>10.0} {:>13} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>7} {:>7}",
+                "{:<5} {:>7} {:<13} {:>10.0} {:>13} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>7} {:>7} {:>6.1}  {}",
                 r.proto,
                 r.clients,
                 r.path,
@@ -557,7 +648,9 @@ impl Report {
                 r.p999_us / 1e3,
                 r.errors,
                 fmt_ratio(plain),
-                fmt_ratio(tls)
+                fmt_ratio(tls),
+                r.cpu_us_per_request().total(),
+                r.cpu_us_per_request().parts()
             );
         }
 
@@ -812,6 +905,7 @@ mod tests {
             secs: 1.0,
             mb_s,
             rounds: vec![mb_s],
+            cpu: Cpu::default(),
         }
     }
 
