@@ -30,8 +30,8 @@ type ConnectFn =
 ///
 /// ```
 /// use h2rev2_smol::Connector;
-/// // async-std's sockets instead of smol's (any futures-io stream works).
-/// let c = Connector::new(|addr: String| async move { smol::net::TcpStream::connect(addr).await });
+/// // Any futures-io stream works: async-std's sockets instead of smol's, say.
+/// let c = Connector::new(|addr: String| async_std::net::TcpStream::connect(addr));
 /// # drop(c);
 /// ```
 #[derive(Clone)]

@@ -1,6 +1,147 @@
-//! # h2rev2-smol: reverse connections over HTTP/2 without tokio's runtime
+//! # h2rev2-smol: reverse connections over HTTP/2, without tokio's runtime
 //!
-//! Work in progress.
+//! The smol adapter of [`h2rev2_proto`], for small tools and embedded programs that do
+//! not run tokio. A **Listener** behind a NAT dials out to a public server over TLS
+//! HTTP/2 and accepts reverse connections from it; the **public server** serves
+//! `B/revdial` and [`Server::dial`]s them by id. Conns are futures-io
+//! `AsyncRead + AsyncWrite` ([`RevConn`]), TLS is futures-rustls, and every protocol
+//! decision is the core's: this crate moves bytes.
+//!
+//! It interoperates with `h2rev2-tokio` both ways (a smol Listener behind a tokio
+//! public server, a tokio Listener behind a smol one) and with the Go package.
+//!
+//! ## A complete program
+//!
+//! One process playing both sides on 127.0.0.1: a public server, a Listener that
+//! exposes an echo service through the tunnel, and a dial through it. Split it in two
+//! for real use: the Listener half runs behind the NAT, the server half on the public
+//! machine (or use the `h2rev2` binary there, which also proxies HTTP).
+//!
+//! ```
+//! use h2rev2_smol::proto::wire::DialerId;
+//! use h2rev2_smol::tls::{self, Identity, ServerTrust};
+//! use h2rev2_smol::{Listener, ListenerOptions, Server, ServerConfig};
+//! use smol::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//!     smol::block_on(async {
+//!         let id = DialerId::new("sensor-7")?;
+//!         let (identity, _cert_pem, _key_pem) = Identity::self_signed(&["localhost".into()])?;
+//!         let trust = ServerTrust::from_certs(&identity.certs)?;
+//!
+//!         // Public side: admit "sensor-7" with its token, serve TLS HTTP/2.
+//!         let mut config = ServerConfig::default();
+//!         config.dialer.auth.add_token(id.clone(), "s3cret");
+//!         let server = Server::new(config);
+//!         let tcp = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//!         let url = format!("https://localhost:{}", tcp.local_addr()?.port());
+//!         smol::spawn(server.clone().serve(tcp, tls::server_config(identity)?)).detach();
+//!
+//!         // NAT side: register, reconnect forever, accept reverse conns.
+//!         let mut opts = ListenerOptions::new(&url, id.clone(), tls::client_config(trust, None)?)?;
+//!         opts.token = Some("s3cret".into());
+//!         let listener = Listener::bind(opts)?;
+//!         smol::spawn(async move {
+//!             while let Ok(mut conn) = listener.accept().await {
+//!                 smol::spawn(async move {
+//!                     // A tiny service: echo until the peer half-closes, then close.
+//!                     let mut buf = vec![0u8; 16 << 10];
+//!                     while let Ok(n @ 1..) = conn.read(&mut buf).await {
+//!                         if conn.write_all(&buf[..n]).await.is_err() {
+//!                             return;
+//!                         }
+//!                     }
+//!                     let _ = conn.close().await;
+//!                 })
+//!                 .detach();
+//!             }
+//!         })
+//!         .detach();
+//!
+//!         // Public side again: a byte connection to the NATed machine, by its id.
+//!         let mut conn = loop {
+//!             match server.dial(&id).await {
+//!                 Ok(conn) => break conn,
+//!                 // Not registered yet: the Listener is still connecting.
+//!                 Err(_) => smol::Timer::after(std::time::Duration::from_millis(20)).await,
+//!             };
+//!         };
+//!         conn.write_all(b"hello through the tunnel").await?;
+//!         conn.close().await?; // half-close: the answer still comes back
+//!         let mut answer = String::new();
+//!         conn.read_to_string(&mut answer).await?;
+//!         assert_eq!(answer, "hello through the tunnel");
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! `examples/embedded_service.rs` is a runnable tool built the same way: an HTTP
+//! status page exposed through the tunnel, reachable with `curl` through the tokio
+//! public server's `/proxy/{id}/`.
+//!
+//! ## What is here
+//!
+//! | item | what |
+//! | --- | --- |
+//! | [`Listener`], [`ListenerOptions`], [`Status`] | the NAT side: connect, control stream, spares, reconnect with backoff, `accept()` |
+//! | [`Server`], [`ServerConfig`] | the public side: `B/revdial`, [`Server::dial`], graceful [`Server::shutdown`] |
+//! | [`RevConn`] | one HTTP/2 stream as a futures-io byte connection (PROTOCOL.md 5) |
+//! | [`relay`] | copy both ways with half-close, to expose a local TCP service |
+//! | [`Spawner`] | where background tasks run: smol's global executor, your [`smol::Executor`], or any executor |
+//! | [`Connector`], [`Transport`] | how the Listener reaches the server (smol TCP by default; any futures-io stream) |
+//! | [`tls`] | certificates and rustls configs (ring), shared with `h2rev2-tokio` as plain rustls types |
+//! | [`H2Settings`] | the core's HTTP/2 settings (windows, flood limits, PING keep-alive) |
+//!
+//! Not here, by design: the HTTP reverse proxy (`B/proxy/{id}/…`, the default route),
+//! the hyper connector, metrics, and TCP forwarding on the public side are
+//! `h2rev2-tokio`'s, since they are hyper and tokio programs. This server answers those
+//! routes `404` with a body naming `h2rev2-tokio` ([`NO_PROXY_HERE`]). For ids bound
+//! to client certificates, terminate TLS yourself and pass the certificate's
+//! identities to [`Server::serve_connection`].
+//!
+//! ## No tokio runtime
+//!
+//! h2 is written against tokio's I/O *traits*. They are bridged with
+//! `tokio_util::compat` (the crate `async-compat` is avoided: it starts a hidden tokio
+//! runtime), and `tokio` is a dependency with no runtime feature. Timers and sockets
+//! are async-io's; channels are async-channel's. The tests prove it: a probe
+//! (`tests/common`) wraps every task of the Listener and the server, in every test,
+//! cross-runtime ones included, and checks at each poll that
+//! `tokio::runtime::Handle::try_current()` fails
+//! (`tests/smol_pair.rs`, `no_tokio_runtime_in_any_task_and_bytes_both_ways`).
+//!
+//! ## Any executor
+//!
+//! Tasks are spawned through a [`Spawner`] (default: `smol::spawn`). With async-std,
+//! for instance:
+//!
+//! ```no_run
+//! # fn opts() -> h2rev2_smol::ListenerOptions { unimplemented!() }
+//! use h2rev2_smol::{Connector, Spawner};
+//! let mut opts = opts();
+//! opts.spawner = Spawner::new(|task| {
+//!     async_std::task::spawn(task);
+//! });
+//! opts.connector = Connector::new(|addr: String| async_std::net::TcpStream::connect(addr));
+//! ```
+//!
+//! ## Vectored writes
+//!
+//! h2 writes a DATA frame's header and payload as one vectored write when its
+//! transport says it can. `tokio_util::compat` passes only the first slice on, so this
+//! crate forwards vectored writes itself, on cleartext transports only: measured with
+//! `tests/vectored_writes.rs` (256 MiB through one stream on 127.0.0.1), they save
+//! 10-20% of CPU per byte in cleartext, and cost 5-15% more over futures-rustls, where
+//! they are therefore not forwarded.
+//!
+//! ## The run loop, for the curious
+//!
+//! Each side is a driver task that owns a core state machine
+//! ([`h2rev2_proto::listener::Listener`], [`h2rev2_proto::dialer::Dialer`]), feeds it
+//! events from a channel, and carries out its actions on h2; each [`RevConn`] carries
+//! out the steps of a [`h2rev2_proto::conn::Conn`]. `h2rev2-tokio` has the same shape
+//! over tokio.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -178,8 +178,10 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
+type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
 enum Next {
-    Request(Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>),
+    Request(Box<Accepted>),
     Dead(String),
     Stop,
     DrainOver,
@@ -448,7 +450,7 @@ impl Server {
         let mut keepalive = Box::pin(settings::keepalive(conn.ping_pong(), cfg.h2));
         let mut draining = None;
         loop {
-            let accept = async { Next::Request(conn.accept().await) };
+            let accept = async { Next::Request(Box::new(conn.accept().await)) };
             let dead = async { Next::Dead((&mut keepalive).await) };
             let stop = async {
                 match draining {
@@ -463,14 +465,16 @@ impl Server {
                 }
             };
             match smol::future::or(smol::future::or(accept, dead), stop).await {
-                Next::Request(Some(Ok((req, respond)))) => {
-                    self.on_h2_request(conn_id, peer, &identities, req, respond);
-                }
-                Next::Request(Some(Err(e))) => {
-                    debug!(%peer, error = %e, "HTTP/2 connection error");
-                    break;
-                }
-                Next::Request(None) => break,
+                Next::Request(next) => match *next {
+                    Some(Ok((req, respond))) => {
+                        self.on_h2_request(conn_id, peer, &identities, req, respond);
+                    }
+                    Some(Err(e)) => {
+                        debug!(%peer, error = %e, "HTTP/2 connection error");
+                        break;
+                    }
+                    None => break,
+                },
                 Next::Dead(reason) => {
                     info!(%peer, "HTTP/2 connection is dead: {reason}");
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);

@@ -149,8 +149,10 @@ fn unknown_id_fails_at_once_and_proxy_routes_name_the_tokio_adapter() {
 fn http1_clients_get_a_404_naming_h2rev2_tokio() {
     let probe = Arc::new(RuntimeProbe::default());
     smol::block_on(async {
-        let mut config = ServerConfig::default();
-        config.spawner = probe.spawner(|t| smol::spawn(t).detach());
+        let config = ServerConfig {
+            spawner: probe.spawner(|t| smol::spawn(t).detach()),
+            ..ServerConfig::default()
+        };
         let server = Server::new(config);
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
