@@ -100,10 +100,10 @@ impl Cpu {
         }
     }
 
-    /// `client/public/nat/internal` with no decimals.
-    fn parts(&self) -> String {
+    /// `client/public/nat/internal` with `d` decimals.
+    fn parts(&self, d: usize) -> String {
         format!(
-            "{:.0}/{:.0}/{:.0}/{:.0}",
+            "{:.d$}/{:.d$}/{:.d$}/{:.d$}",
             self.client, self.public, self.nat, self.internal
         )
     }
@@ -581,16 +581,8 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:<26} {:<13} {:>10} {:>9} {:>13} {:>9} {:>9} {:>7}  {}",
-            "scenario",
-            "path",
-            "bytes",
-            "MB/s",
-            "rounds",
-            "/plain",
-            "/TLS",
-            "CPU",
-            "CPU cli/pub/nat/int (ns/B x100)"
+            "{:<26} {:<13} {:>10} {:>9} {:>13} {:>9} {:>9} {:>7}  cli/pub/nat/int (CPU ns/B)",
+            "scenario", "path", "bytes", "MB/s", "rounds", "/plain", "/TLS", "CPU",
         );
         for r in &self.throughput {
             let plain = Self::ratio(Some(r.mb_s), self.mb_s(&r.scenario, PLAIN));
@@ -606,7 +598,7 @@ impl Report {
                 fmt_ratio(plain),
                 fmt_ratio(tls),
                 r.cpu_ns_per_byte().total(),
-                r.cpu_ns_per_byte().scale(100.0).parts()
+                r.cpu_ns_per_byte().parts(2)
             );
         }
 
@@ -617,7 +609,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:<5} {:>7} {:<13} {:>10} {:>13} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}  {}",
+            "{:<5} {:>7} {:<13} {:>10} {:>13} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}  cli/pub/nat/int (CPU µs/req)",
             "proto",
             "clients",
             "path",
@@ -630,7 +622,6 @@ impl Report {
             "/plain",
             "/TLS",
             "CPU",
-            "cli/pub/nat/int (µs/req)"
         );
         for r in &self.requests {
             let plain = Self::ratio(Some(r.rps), self.rps(&r.proto, r.clients, PLAIN));
@@ -650,7 +641,7 @@ impl Report {
                 fmt_ratio(plain),
                 fmt_ratio(tls),
                 r.cpu_us_per_request().total(),
-                r.cpu_us_per_request().parts()
+                r.cpu_us_per_request().parts(0)
             );
         }
 
