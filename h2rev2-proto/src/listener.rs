@@ -337,8 +337,13 @@ impl Listener {
     fn open_data(&mut self, token: Option<String>, asked: bool) {
         let request = self.next_request;
         self.next_request += 1;
+        // A token the route parser would refuse stays out of the URL (the stream is then
+        // matched FIFO instead of failing with 400); a `pickup-failed` still names it.
         let (role, tok) = if self.config.mark_roles {
-            (Some(Role::Data), token.as_deref())
+            (
+                Some(Role::Data),
+                token.as_deref().filter(|t| t.len() <= MAX_TOKEN_LEN),
+            )
         } else {
             (None, None)
         };
@@ -358,10 +363,7 @@ impl Listener {
         while let Some(msg) = self.decoder.next_message() {
             match msg {
                 Ok(m) if m.command == Command::ConnReady => {
-                    // A token the route parser would refuse is dropped: the stream is
-                    // then matched FIFO instead of failing with 400.
-                    let token = (!m.conn_path.is_empty() && m.conn_path.len() <= MAX_TOKEN_LEN)
-                        .then_some(m.conn_path);
+                    let token = (!m.conn_path.is_empty()).then_some(m.conn_path);
                     self.open_data(token, true);
                 }
                 Ok(_) => {}
