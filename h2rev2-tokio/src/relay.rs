@@ -11,5 +11,5 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    tokio::io::copy_bidirectional_with_sizes(a, b, 64 << 10, 64 << 10).await
+    tokio::io::copy_bidirectional_with_sizes(a, b, 16 << 10, 16 << 10).await
 }
