@@ -106,7 +106,10 @@ fn smol_listener_against_tokio_server_survives_its_restart() {
                 .unwrap();
         }
     };
-    rt.block_on(exercise(server.clone(), 10));
+    rt.block_on(with_timeout(
+        Duration::from_secs(60),
+        exercise(server.clone(), 10),
+    ));
 
     // Restart the public side: its runtime goes away with every socket, and a new
     // server binds the same port.
@@ -115,7 +118,10 @@ fn smol_listener_against_tokio_server_survives_its_restart() {
     let rt = tokio_runtime();
     let (server, same) = start_tokio_server(&rt, &certs, port);
     assert_eq!(same, port);
-    rt.block_on(exercise(server.clone(), 20));
+    rt.block_on(with_timeout(
+        Duration::from_secs(60),
+        exercise(server.clone(), 20),
+    ));
 
     stop_tx.send_blocking(()).unwrap();
     let status = smol_side.join().unwrap();
@@ -163,7 +169,7 @@ fn tokio_listener_against_smol_server_survives_its_restart() {
     let exercise = |server: h2rev2_smol::Server, seed: u64| {
         let uploads = uploads.clone();
         let probe = probe.clone();
-        smol::block_on(probe.wrap(async move {
+        let run = probe.wrap(async move {
             assert!(tokio::runtime::Handle::try_current().is_err());
             eventually(Duration::from_secs(15), async || {
                 server.stats().await.sessions >= 1
@@ -175,7 +181,8 @@ fn tokio_listener_against_smol_server_survives_its_restart() {
             check_download_upload(conn, 2 << 20, 3 << 20, seed + 1, &uploads)
                 .await
                 .unwrap();
-        }))
+        });
+        smol::block_on(with_timeout(Duration::from_secs(60), run))
     };
     exercise(server.clone(), 30);
 

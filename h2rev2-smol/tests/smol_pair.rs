@@ -21,6 +21,13 @@ struct Setup {
 }
 
 async fn setup(probe: &Arc<RuntimeProbe>, certs: &Certs) -> Setup {
+    setup_with_spares(probe, certs, 2).await
+}
+
+/// Without spares, each dial makes the Listener open exactly one stream, so that a
+/// dial and an `accept` started together are the two ends of one conn (with spares,
+/// the server may hand out one spare while `accept` yields another).
+async fn setup_with_spares(probe: &Arc<RuntimeProbe>, certs: &Certs, spares: usize) -> Setup {
     let mut config = ServerConfig::default();
     config.dialer.auth.add_token(id("box"), "tok");
     config.spawner = probe.spawner(|t| smol::spawn(t).detach());
@@ -32,6 +39,7 @@ async fn setup(probe: &Arc<RuntimeProbe>, certs: &Certs) -> Setup {
     let url = format!("https://localhost:{port}");
     let mut opts = ListenerOptions::new(&url, id("box"), certs.client_tls()).unwrap();
     opts.token = Some("tok".into());
+    opts.machine.spares = spares;
     opts.spawner = probe.spawner(|t| smol::spawn(t).detach());
     let listener = Listener::bind(opts).unwrap();
     with_timeout(Duration::from_secs(10), listener.wait_up())
@@ -88,7 +96,8 @@ fn no_tokio_runtime_in_any_task_and_bytes_both_ways() {
             with_timeout(Duration::from_secs(60), t).await;
         }
         let conn = server.dial(&id("box")).await.unwrap();
-        check_download_upload(conn, 2 << 20, 1 << 20, 7, &uploads)
+        let exercise = check_download_upload(conn, 2 << 20, 1 << 20, 7, &uploads);
+        with_timeout(Duration::from_secs(60), exercise)
             .await
             .unwrap();
     }));
@@ -176,68 +185,71 @@ fn drop_without_close_resets_and_close_is_a_half_close() {
     let probe = Arc::new(RuntimeProbe::default());
     let certs = Certs::new();
     smol::block_on(probe.wrap(async {
-        let s = setup(&probe, &certs).await;
+        let s = setup_with_spares(&probe, &certs, 0).await;
         let bx = id("box");
-        // Dropped without close: the peer reads ConnectionReset, not a clean end.
-        let dial = s.server.dial(&bx);
-        let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
-        let mut conn = conn.unwrap();
-        let mut accepted = accepted.unwrap();
-        accepted.write_all(b"partial").await.unwrap();
-        accepted.flush().await.unwrap();
-        let mut buf = [0u8; 7];
-        conn.read_exact(&mut buf).await.unwrap();
-        drop(accepted);
-        let e = conn.read(&mut buf).await.unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+        let body = async {
+            // Dropped without close: the peer reads ConnectionReset, not a clean end.
+            let dial = s.server.dial(&bx);
+            let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
+            let mut conn = conn.unwrap();
+            let mut accepted = accepted.unwrap();
+            accepted.write_all(b"partial").await.unwrap();
+            accepted.flush().await.unwrap();
+            let mut buf = [0u8; 7];
+            conn.read_exact(&mut buf).await.unwrap();
+            drop(accepted);
+            let e = conn.read(&mut buf).await.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
 
-        // close() ends our side only: we still read what the peer sends after.
-        let dial = s.server.dial(&bx);
-        let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
-        let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
-        conn.write_all(b"question").await.unwrap();
-        conn.close().await.unwrap();
-        let mut q = Vec::new();
-        accepted.read_to_end(&mut q).await.unwrap();
-        assert_eq!(q, b"question");
-        accepted
-            .write_all(b"answer after your close")
-            .await
-            .unwrap();
-        accepted.close().await.unwrap();
-        let mut a = Vec::new();
-        conn.read_to_end(&mut a).await.unwrap();
-        assert_eq!(a, b"answer after your close");
-        // An unflushed small write still goes out (the flush delay) while its writer
-        // waits for the answer on the same conn, as a request/response client does.
-        let dial = s.server.dial(&bx);
-        let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
-        let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
-        let asker = async {
-            accepted.write_all(b"ping").await.unwrap(); // no flush
-            let mut p = [0u8; 4];
-            accepted.read_exact(&mut p).await.unwrap();
-            p
+            // close() ends our side only: we still read what the peer sends after.
+            let dial = s.server.dial(&bx);
+            let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
+            let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+            conn.write_all(b"question").await.unwrap();
+            conn.close().await.unwrap();
+            let mut q = Vec::new();
+            accepted.read_to_end(&mut q).await.unwrap();
+            assert_eq!(q, b"question");
+            accepted
+                .write_all(b"answer after your close")
+                .await
+                .unwrap();
+            accepted.close().await.unwrap();
+            let mut a = Vec::new();
+            conn.read_to_end(&mut a).await.unwrap();
+            assert_eq!(a, b"answer after your close");
+            // An unflushed small write still goes out (the flush delay) while its writer
+            // waits for the answer on the same conn, as a request/response client does.
+            let dial = s.server.dial(&bx);
+            let (conn, accepted) = smol::future::zip(dial, s.listener.accept()).await;
+            let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+            let asker = async {
+                accepted.write_all(b"ping").await.unwrap(); // no flush
+                let mut p = [0u8; 4];
+                accepted.read_exact(&mut p).await.unwrap();
+                p
+            };
+            let answerer = async {
+                let mut p = [0u8; 4];
+                conn.read_exact(&mut p).await.unwrap();
+                assert_eq!(&p, b"ping");
+                conn.write_all(b"pong").await.unwrap();
+                conn.flush().await.unwrap();
+            };
+            let (answer, ()) =
+                with_timeout(Duration::from_secs(5), smol::future::zip(asker, answerer)).await;
+            assert_eq!(&answer, b"pong");
+            // A lone small write after a quiet spell goes out at once, even if its writer
+            // never touches the conn again (Nagle's rule, from the core).
+            smol::Timer::after(Duration::from_millis(5)).await;
+            accepted.write_all(b"lone").await.unwrap();
+            let mut l = [0u8; 4];
+            with_timeout(Duration::from_secs(5), conn.read_exact(&mut l))
+                .await
+                .unwrap();
+            assert_eq!(&l, b"lone");
         };
-        let answerer = async {
-            let mut p = [0u8; 4];
-            conn.read_exact(&mut p).await.unwrap();
-            assert_eq!(&p, b"ping");
-            conn.write_all(b"pong").await.unwrap();
-            conn.flush().await.unwrap();
-        };
-        let (answer, ()) =
-            with_timeout(Duration::from_secs(5), smol::future::zip(asker, answerer)).await;
-        assert_eq!(&answer, b"pong");
-        // A lone small write after a quiet spell goes out at once, even if its writer
-        // never touches the conn again (Nagle's rule, from the core).
-        smol::Timer::after(Duration::from_millis(5)).await;
-        accepted.write_all(b"lone").await.unwrap();
-        let mut l = [0u8; 4];
-        with_timeout(Duration::from_secs(5), conn.read_exact(&mut l))
-            .await
-            .unwrap();
-        assert_eq!(&l, b"lone");
+        with_timeout(Duration::from_secs(30), body).await;
     }));
     probe.assert_clean(10);
 }
@@ -251,7 +263,9 @@ fn listener_reconnects_after_the_server_restarts_on_the_same_port() {
         let mut s = setup(&probe, &certs).await;
         s.uploads = serve_accepted(&probe, s.listener);
         let conn = s.server.dial(&id("box")).await.unwrap();
-        check_echo(conn, 1 << 20, 1).await.unwrap();
+        with_timeout(Duration::from_secs(30), check_echo(conn, 1 << 20, 1))
+            .await
+            .unwrap();
 
         s.server.shutdown(Duration::ZERO).await;
         assert_eq!(s.server.connections(), 0);
@@ -267,9 +281,12 @@ fn listener_reconnects_after_the_server_restarts_on_the_same_port() {
         })
         .await;
         let conn = server.dial(&id("box")).await.unwrap();
-        check_echo(conn, 1 << 20, 2).await.unwrap();
+        with_timeout(Duration::from_secs(30), check_echo(conn, 1 << 20, 2))
+            .await
+            .unwrap();
         let conn = server.dial(&id("box")).await.unwrap();
-        check_download_upload(conn, 1 << 20, 1 << 20, 3, &s.uploads)
+        let exercise = check_download_upload(conn, 1 << 20, 1 << 20, 3, &s.uploads);
+        with_timeout(Duration::from_secs(30), exercise)
             .await
             .unwrap();
     }));
@@ -327,7 +344,7 @@ fn a_reading_task_does_not_take_the_blocked_writers_wake_up() {
     let probe = Arc::new(RuntimeProbe::default());
     let certs = Certs::new();
     smol::block_on(probe.wrap(async {
-        let s = setup(&probe, &certs).await;
+        let s = setup_with_spares(&probe, &certs, 0).await;
         let bx = id("box");
         let (conn, accepted) = smol::future::zip(s.server.dial(&bx), s.listener.accept()).await;
         let (conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
@@ -368,7 +385,7 @@ fn drop_after_close_while_the_peer_still_sends_is_a_clean_end() {
     let probe = Arc::new(RuntimeProbe::default());
     let certs = Certs::new();
     smol::block_on(probe.wrap(async {
-        let s = setup(&probe, &certs).await;
+        let s = setup_with_spares(&probe, &certs, 0).await;
         let bx = id("box");
         for _ in 0..3 {
             let (conn, accepted) = smol::future::zip(s.server.dial(&bx), s.listener.accept()).await;
