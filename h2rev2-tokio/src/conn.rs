@@ -12,7 +12,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
-use h2rev2_proto::conn::{CANCEL, Conn, ConnConfig, Read, Write};
+use h2rev2_proto::conn::{CANCEL, Conn, ConnConfig, DropAction, NO_ERROR, Read, Write};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -27,11 +27,15 @@ use crate::metrics::Metrics;
 ///   `tokio::io::copy` or a request/response exchange): end a burst with a flush
 ///   before waiting on something else, as with a `BufWriter`.
 /// * `shutdown` half-closes (END_STREAM); reading goes on until the peer ends too.
-/// * Dropping without `shutdown` resets the stream (`CANCEL`).
+/// * Dropping without `shutdown` resets the stream (`CANCEL`). Dropping after
+///   `shutdown` still delivers what is queued: while the peer's side is open the
+///   stream lingers in a task (at most [`h2rev2_proto::conn::LINGER`]) until the peer
+///   ends or resets it.
 /// * A peer reset reads as `ConnectionReset`.
 pub struct RevConn {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
+    /// The stream's halves; `None` only once `Drop` took them (to linger).
+    send: Option<SendStream<Bytes>>,
+    recv: Option<RecvStream>,
     state: Conn,
     timer: Option<Pin<Box<Sleep>>>,
     /// When bytes last went to the stream: a write after a quiet spell is sent at once.
@@ -45,7 +49,7 @@ impl fmt::Debug for RevConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevConn")
             .field("label", &self.label)
-            .field("stream", &self.send.stream_id())
+            .field("stream", &self.send.as_ref().map(|s| s.stream_id()))
             .finish()
     }
 }
@@ -75,8 +79,8 @@ impl RevConn {
         label: String,
     ) -> Self {
         RevConn {
-            send,
-            recv,
+            send: Some(send),
+            recv: Some(recv),
             state: Conn::new(config),
             timer: None,
             last_send: None,
@@ -98,6 +102,14 @@ impl RevConn {
         &self.label
     }
 
+    fn send_stream(&mut self) -> &mut SendStream<Bytes> {
+        self.send.as_mut().expect("the stream lives until drop")
+    }
+
+    fn recv_stream(&mut self) -> &mut RecvStream {
+        self.recv.as_mut().expect("the stream lives until drop")
+    }
+
     fn now() -> std::time::Instant {
         Instant::now().into_std()
     }
@@ -113,7 +125,7 @@ impl RevConn {
             let due = self.state.sendable(now);
             if due == 0 {
                 if self.state.end_due() {
-                    if let Err(e) = self.send.send_data(Bytes::new(), true) {
+                    if let Err(e) = self.send_stream().send_data(Bytes::new(), true) {
                         let e = h2_error_to_io(e);
                         self.state.fail(e.kind());
                         return Poll::Ready(Err(e));
@@ -134,10 +146,10 @@ impl RevConn {
                 }
                 return Poll::Ready(Ok(()));
             }
-            self.send.reserve_capacity(due);
-            let cap = self.send.capacity();
+            self.send_stream().reserve_capacity(due);
+            let cap = self.send_stream().capacity();
             if cap == 0 {
-                match ready!(self.send.poll_capacity(cx)) {
+                match ready!(self.send_stream().poll_capacity(cx)) {
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
                         let e = h2_error_to_io(e);
@@ -152,7 +164,7 @@ impl RevConn {
             }
             let chunk = self.state.take_send(now, cap);
             self.last_send = Some(now);
-            if let Err(e) = self.send.send_data(chunk, false) {
+            if let Err(e) = self.send_stream().send_data(chunk, false) {
                 let e = h2_error_to_io(e);
                 self.state.fail(e.kind());
                 return Poll::Ready(Err(e));
@@ -164,7 +176,7 @@ impl RevConn {
         let credit = self.state.take_credit();
         if credit > 0 {
             // Fails only when the stream is gone, which the next read reports.
-            let _ = self.recv.flow_control().release_capacity(credit);
+            let _ = self.recv_stream().flow_control().release_capacity(credit);
         }
     }
 }
@@ -195,7 +207,7 @@ impl AsyncRead for RevConn {
                 }
                 Read::Pending => {}
             }
-            match ready!(this.recv.poll_data(cx)) {
+            match ready!(this.recv_stream().poll_data(cx)) {
                 Some(Ok(data)) => this.state.on_data(data),
                 Some(Err(e)) => match e.reason() {
                     Some(r) if e.is_reset() => this.state.on_reset(u32::from(r)),
@@ -271,11 +283,37 @@ impl Drop for RevConn {
         if let Some(m) = &self.metrics {
             m.open_conns.fetch_sub(1, Relaxed);
         }
-        // Dropped without a completed shutdown: abort, so the peer does not take a
-        // truncated stream for a clean end (PROTOCOL.md 5).
-        if !self.state.end_sent() {
-            self.send.send_reset(h2::Reason::from(CANCEL));
+        let (Some(mut send), Some(recv)) = (self.send.take(), self.recv.take()) else {
+            return;
+        };
+        match self.state.on_drop() {
+            DropAction::Nothing => {}
+            // Dropped without a completed shutdown (or failed): abort, so the peer does
+            // not take a truncated stream for a clean end (PROTOCOL.md 5).
+            DropAction::Reset(code) => send.send_reset(h2::Reason::from(code)),
+            // Closed cleanly, but the peer's side is still open: h2 would cancel the
+            // stream once both handles are gone and discard the DATA and END_STREAM
+            // still queued (a truncated stream for the peer). Keep the stream until the
+            // peer ends or resets it.
+            DropAction::Linger { max } => match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(linger(send, recv, max))),
+                Err(_) => send.send_reset(h2::Reason::from(CANCEL)),
+            },
         }
+    }
+}
+
+/// Keeps a cleanly closed stream until the peer ends it too, discarding what it still
+/// sends (and returning the credit), for at most `max`; then ends it with
+/// `RST_STREAM(NO_ERROR)`.
+async fn linger(mut send: SendStream<Bytes>, mut recv: RecvStream, max: std::time::Duration) {
+    let drained = async {
+        while let Some(Ok(data)) = recv.data().await {
+            let _ = recv.flow_control().release_capacity(data.len());
+        }
+    };
+    if tokio::time::timeout(max, drained).await.is_err() {
+        send.send_reset(h2::Reason::from(NO_ERROR));
     }
 }
 

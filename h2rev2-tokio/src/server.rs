@@ -26,7 +26,7 @@ use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -65,6 +65,13 @@ pub struct ServerConfig {
     /// Which part of a client certificate names an id (with
     /// [`h2rev2_proto::auth::AuthPolicy::bind_ids_to_certificates`]).
     pub cert_identity: crate::identity::CertIdentity,
+    /// The connection-level receive window of a connection once it carries a session
+    /// (a Listener's tunnel); other connections keep [`H2Settings::connection_window`].
+    /// Every proxied download whose Client stops reading holds up to one stream window
+    /// (8 MiB) of it unread: with a window of only 4 stream windows, 4 such Clients
+    /// would freeze every stream of the tunnel. Default 256 MiB: 32 stalled downloads,
+    /// and at most that much unread data buffered per tunnel.
+    pub tunnel_connection_window: u32,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +85,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 256,
             idle_timeout: Duration::from_secs(120),
             cert_identity: Default::default(),
+            tunnel_connection_window: 256 << 20,
         }
     }
 }
@@ -92,6 +100,9 @@ enum Cmd {
         respond: SendResponse<Bytes>,
         body: RecvStream,
         peer: SocketAddr,
+        /// Told when the request becomes a session's control stream: its connection
+        /// is a tunnel then, and gets the larger window.
+        tunnel: Arc<Notify>,
     },
     ControlData {
         stream: StreamId,
@@ -454,6 +465,9 @@ impl Server {
         let mut opened_any = false;
         let mut active_at = Instant::now();
         let mut idle_check = std::pin::pin!(tokio::time::sleep(cfg.handshake_timeout));
+        // Notified when a session is accepted on this connection (it is a tunnel).
+        let tunnel = Arc::new(Notify::new());
+        let mut is_tunnel = false;
         loop {
             tokio::select! {
                 next = conn.accept() => match next {
@@ -463,7 +477,7 @@ impl Server {
                             opened_any = true;
                             idle_check.as_mut().reset(active_at + cfg.idle_timeout);
                         }
-                        self.on_h2_request(conn_id, peer, &identities, req, respond, tls);
+                        self.on_h2_request(conn_id, peer, &identities, req, respond, tls, &tunnel);
                     }
                     Some(Err(e)) => {
                         debug!(%peer, error = %e, "HTTP/2 connection error");
@@ -499,12 +513,17 @@ impl Server {
                         idle_check.as_mut().reset(active_at + limit);
                     }
                 }
+                _ = tunnel.notified(), if !is_tunnel => {
+                    is_tunnel = true;
+                    conn.set_target_window_size(cfg.tunnel_connection_window);
+                }
                 _ = &mut drain_deadline => break,
             }
         }
         let _ = self.inner.cmd.send(Cmd::ConnClosed { conn: conn_id });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_h2_request(
         &self,
         conn: ConnId,
@@ -513,6 +532,7 @@ impl Server {
         req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
         tls: bool,
+        tunnel: &Arc<Notify>,
     ) {
         let route = self
             .inner
@@ -533,6 +553,7 @@ impl Server {
                     respond,
                     body,
                     peer,
+                    tunnel: tunnel.clone(),
                 });
             }
             Ok(Route::Proxy {
@@ -647,10 +668,20 @@ pub(crate) fn respond_text(respond: &mut SendResponse<Bytes>, status: StatusCode
     }
 }
 
+/// A revdial request waiting for the core's answer: its response, body, peer, id, and
+/// its connection's tunnel signal.
+type Pending = (
+    SendResponse<Bytes>,
+    RecvStream,
+    SocketAddr,
+    DialerId,
+    Arc<Notify>,
+);
+
 struct Driver {
     dialer: Dialer,
     cmd_tx: mpsc::UnboundedSender<Cmd>,
-    pending: HashMap<StreamId, (SendResponse<Bytes>, RecvStream, SocketAddr, DialerId)>,
+    pending: HashMap<StreamId, Pending>,
     controls: HashMap<StreamId, SendStream<Bytes>>,
     parked: HashMap<StreamId, Parked>,
     /// Streams parked during this drain, to watch once it ends.
@@ -693,9 +724,10 @@ impl Driver {
                 respond,
                 body,
                 peer,
+                tunnel,
             } => {
                 self.pending
-                    .insert(stream, (respond, body, peer, request.id.clone()));
+                    .insert(stream, (respond, body, peer, request.id.clone(), tunnel));
                 let credentials = Credentials {
                     bearer: bearer.as_deref(),
                     cert_identities: &identities,
@@ -780,7 +812,8 @@ impl Driver {
         while let Some(action) = self.dialer.poll_action() {
             match action {
                 Action::Accept { stream, kind } => {
-                    let Some((mut respond, body, peer, id)) = self.pending.remove(&stream) else {
+                    let Some((mut respond, body, peer, id, tunnel)) = self.pending.remove(&stream)
+                    else {
                         continue;
                     };
                     let resp = Response::builder().status(200).body(()).expect("static");
@@ -795,6 +828,7 @@ impl Driver {
                     match kind {
                         StreamKind::Control(_) => {
                             info!(%id, %peer, "created reverse connection control stream");
+                            tunnel.notify_one();
                             self.controls.insert(stream, send);
                             tokio::spawn(read_control(stream, body, self.cmd_tx.clone()));
                         }
@@ -810,7 +844,7 @@ impl Driver {
                     status,
                     reason,
                 } => {
-                    if let Some((mut respond, _, peer, id)) = self.pending.remove(&stream) {
+                    if let Some((mut respond, _, peer, id, _)) = self.pending.remove(&stream) {
                         if status == 401 || status == 403 {
                             self.metrics.auth_failures.fetch_add(1, Relaxed);
                             warn!(%peer, %id, status, "revdial request refused: {reason}");
