@@ -86,14 +86,8 @@ async fn serve(listener: Listener, id: DialerId) -> Result<()> {
         let conn = listener.accept().await?;
         let (id, served) = (id.clone(), served.clone());
         smol::spawn(async move {
-            // Spare conns wait for a first request; the public server may reset them
-            // (it restarts, or shuts down): that is no error of ours.
-            match answer(conn, &id, started, &served).await {
-                Err(e)
-                    if e.downcast_ref::<std::io::Error>()
-                        .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset) => {}
-                Err(e) => eprintln!("connection ended: {e}"),
-                Ok(()) => {}
+            if let Err(e) = answer(conn, &id, started, &served).await {
+                eprintln!("connection ended: {e}");
             }
         })
         .detach();
@@ -118,7 +112,13 @@ async fn answer(
             if buf.len() > 16 << 10 {
                 return Err("request head too large".into());
             }
-            let n = conn.read(&mut chunk).await?;
+            let n = match conn.read(&mut chunk).await {
+                Ok(n) => n,
+                // An idle conn (a spare, or kept alive between requests) may be cut
+                // when the public server goes away: nothing was lost.
+                Err(_) if buf.is_empty() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 conn.close().await?; // the client is done: end our side too
                 return Ok(());
