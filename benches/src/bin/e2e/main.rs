@@ -26,7 +26,7 @@ use clap::Parser;
 use crate::child::{Child, Mem};
 use crate::load::{ClientTls, Endpoint, LoadSpec, Proto};
 use crate::report::{
-    Cpu, DialRow, FAR, PLAIN, PROXY, PerItem, Report, RequestRow, SINGLE, Sides, TCP, TLS,
+    Cpu, DialRow, FAR, PLAIN, PROXY, PerItem, RELAYS, Report, RequestRow, SINGLE, Sides, TCP, TLS,
     ThroughputRow,
 };
 
@@ -46,9 +46,9 @@ struct Args {
     /// small, single, aggregate, far. Idle and end memory always run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Measure only these paths (comma-separated): plain, tls, tcp, proxy. For
+    /// Measure only these paths (comma-separated): plain, tls, tcp, proxy, relays. For
     /// profiling one path; ratios need the direct ones.
-    #[arg(long, value_delimiter = ',', value_parser = ["plain", "tls", "tcp", "proxy"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["plain", "tls", "tcp", "proxy", "relays"])]
     paths: Vec<String>,
     /// tokio worker threads of the role processes (a number, or `current` for a
     /// current-thread runtime). Default: one per CPU.
@@ -183,6 +183,7 @@ struct Bench {
     direct_plain: Endpoint,
     direct_tls: Endpoint,
     tcp_fwd: Endpoint,
+    relays: Endpoint,
     http_proxy: Endpoint,
     far_plain: Endpoint,
     far_tls: Endpoint,
@@ -265,6 +266,7 @@ async fn run(args: Args) -> Res<bool> {
             "plain" => PLAIN,
             "tls" => TLS,
             "tcp" => TCP,
+            "relays" => RELAYS,
             _ => PROXY,
         })
         .map(str::to_string)
@@ -412,6 +414,10 @@ async fn setup(
             .ok_or_else(|| "no port".into())
     };
     let tcp_port = fwd(public.cmd("forward tcp", CMD).await?)?;
+    let nat_relay = fwd(nat.cmd(&format!("relay {plain}"), CMD).await?)?;
+    let relays_port = fwd(public
+        .cmd(&format!("relay {}", local(nat_relay)), CMD)
+        .await?)?;
     let far_tcp_port = fwd(public.cmd("forward far-tcp", CMD).await?)?;
     public
         .cmd(&format!("wait-sessions {base_sessions} 20000"), CMD)
@@ -430,6 +436,7 @@ async fn setup(
         direct_plain: ep(plain, false, ""),
         direct_tls: ep(itls, true, ""),
         tcp_fwd: ep(local(tcp_port), false, ""),
+        relays: ep(local(relays_port), false, ""),
         http_proxy: ep(paddr, true, "/proxy/http"),
         far_plain: ep(far_plain, false, ""),
         far_tls: ep(far_tls, true, ""),
@@ -442,7 +449,10 @@ async fn setup(
 }
 
 impl Bench {
-    fn selected(&self, all: [(&'static str, Endpoint); 4]) -> Vec<(&'static str, Endpoint)> {
+    fn selected<const N: usize>(
+        &self,
+        all: [(&'static str, Endpoint); N],
+    ) -> Vec<(&'static str, Endpoint)> {
         all.into_iter()
             .filter(|(name, _)| {
                 self.path_filter.is_empty() || self.path_filter.iter().any(|p| p == name)
@@ -456,6 +466,7 @@ impl Bench {
             (TLS, self.direct_tls.clone()),
             (TCP, self.tcp_fwd.clone()),
             (PROXY, self.http_proxy.clone()),
+            (RELAYS, self.relays.clone()),
         ])
     }
 

@@ -17,6 +17,10 @@ pub const TCP: &str = "TCP fwd";
 /// HTTPS to the public server's `/proxy/{id}/`; `nat::serve_http_proxy` on the NAT side.
 pub const PROXY: &str = "HTTP proxy";
 
+/// Plain TCP through two relay processes (public, then NAT) to the internal server's
+/// plain port: the floor of any two-process tunnel, with no TLS and no HTTP/2.
+pub const RELAYS: &str = "2 TCP relays";
+
 /// Scenario names of throughput rows.
 pub const SINGLE: &str = "single stream";
 /// Single stream over the emulated 20 ms round-trip link.
@@ -387,6 +391,13 @@ impl Report {
                     target: tp,
                 });
             }
+            if let Some(r) = Self::ratio(self.mb_s(s, RELAYS), self.mb_s(s, PLAIN)) {
+                ratios.push(RatioBar {
+                    label: format!("{s}: 2 TCP relays / direct plain"),
+                    ratio: r,
+                    target: None,
+                });
+            }
         }
         let mut groups: Vec<(String, usize)> = Vec::new();
         for r in &self.requests {
@@ -420,6 +431,16 @@ impl Report {
                     label: format!("{name}: HTTP proxy / direct TLS"),
                     ratio: r,
                     target: tp,
+                });
+            }
+            if let Some(r) = Self::ratio(
+                self.rps(proto, *clients, RELAYS),
+                self.rps(proto, *clients, PLAIN),
+            ) {
+                ratios.push(RatioBar {
+                    label: format!("{name}: 2 TCP relays / direct plain"),
+                    ratio: r,
+                    target: None,
                 });
             }
         }

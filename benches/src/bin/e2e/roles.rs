@@ -230,6 +230,27 @@ async fn internal() -> Res<()> {
     .await
 }
 
+/// `relay TARGET`: a plain TCP relay (tokio's `copy_bidirectional`, 8 KiB buffers) on
+/// a new port, for the "2 TCP relays" baseline: what two extra processes on the path
+/// cost with no TLS and no HTTP/2.
+async fn plain_relay(args: &[String]) -> Res<Value> {
+    let target: SocketAddr = arg(args, 1)?;
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let port = l.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(json!({ "port": port }))
+}
+
 // ---------------------------------------------------------------------------------
 // public
 
@@ -273,6 +294,7 @@ async fn public_cmd(s: &mut PublicState, args: Vec<String>) -> Res<Value> {
             tokio::spawn(s.server.clone().forward_tcp(l, id));
             Ok(json!({ "port": port }))
         }
+        "relay" => plain_relay(&args).await,
         "stats" => Ok(public_stats(&s.server).await),
         "wait-sessions" => {
             let n: usize = arg(&args, 1)?;
@@ -486,6 +508,7 @@ async fn nat_cmd(s: &mut NatState, args: Vec<String>) -> Res<Value> {
             Ok(json!({ "closed": n }))
         }
         "held" => Ok(json!({ "held": s.held.load(Relaxed) })),
+        "relay" => plain_relay(&args).await,
         other => Err(format!("unknown command {other}").into()),
     }
 }
