@@ -420,3 +420,114 @@ fn drop_after_close_while_the_peer_still_sends_is_a_clean_end() {
     }));
     probe.assert_clean(10);
 }
+
+/// A TCP proxy whose existing connections can be frozen: bytes stop flowing but
+/// nothing is closed, as when a NAT mapping or a path silently dies.
+async fn freezable_proxy(
+    upstream: std::net::SocketAddr,
+) -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let frozen_before = Arc::new(AtomicU64::new(0)); // connections numbered below are frozen
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let f = frozen_before.clone();
+    smol::spawn(async move {
+        let mut n = 0u64;
+        while let Ok((down, _)) = tcp.accept().await {
+            n += 1;
+            let me = n;
+            let up = TcpStream::connect(upstream).await.unwrap();
+            for (mut from, mut to) in [(down.clone(), up.clone()), (up, down)] {
+                let f = f.clone();
+                smol::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let Ok(k) = from.read(&mut buf).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            return;
+                        }
+                        if f.load(Relaxed) >= me {
+                            // Frozen: hold the sockets open, pass nothing.
+                            std::future::pending::<()>().await;
+                        }
+                        if to.write_all(&buf[..k]).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .detach();
+            }
+        }
+    })
+    .detach();
+    (port, frozen_before)
+}
+
+#[test]
+fn a_silently_dead_path_is_noticed_by_ping_and_the_listener_reconnects() {
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let h2 = h2rev2_smol::H2Settings {
+            keepalive_interval: Duration::from_millis(200),
+            keepalive_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let mut config = ServerConfig::default();
+        config.dialer.auth.add_token(id("box"), "tok");
+        config.h2 = h2;
+        config.spawner = probe.spawner(|t| smol::spawn(t).detach());
+        let server = Server::new(config);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = tcp.local_addr().unwrap();
+        smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
+        let (port, frozen_before) = freezable_proxy(upstream).await;
+
+        let url = format!("https://localhost:{port}");
+        let mut opts = ListenerOptions::new(&url, id("box"), certs.client_tls()).unwrap();
+        opts.token = Some("tok".into());
+        opts.h2 = h2;
+        opts.machine.backoff_initial = Duration::from_millis(50);
+        opts.machine.backoff_max = Duration::from_millis(200);
+        opts.spawner = probe.spawner(|t| smol::spawn(t).detach());
+        let listener = Listener::bind(opts).unwrap();
+        with_timeout(Duration::from_secs(10), listener.wait_up())
+            .await
+            .unwrap();
+
+        // The path dies without a FIN or RST: only PING can tell.
+        let started = Instant::now();
+        frozen_before.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        let down = with_timeout(Duration::from_secs(5), listener.wait_down()).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(&down, h2rev2_smol::Status::Down(Some(r)) if r.contains("PING")),
+            "{down:?}"
+        );
+        assert!(took < Duration::from_secs(2), "noticed after {took:?}");
+        // The server notices too, and the session ends there.
+        eventually(Duration::from_secs(5), async || {
+            server.stats().await.sessions == 0
+        })
+        .await;
+
+        // New connections pass again: the Listener comes back on its own.
+        frozen_before.store(1, std::sync::atomic::Ordering::Relaxed);
+        with_timeout(Duration::from_secs(10), listener.wait_up())
+            .await
+            .unwrap();
+        let _uploads = serve_accepted(&probe, listener);
+        eventually(Duration::from_secs(5), async || {
+            server.stats().await.sessions == 1
+        })
+        .await;
+        let conn = server.dial(&id("box")).await.unwrap();
+        with_timeout(Duration::from_secs(30), check_echo(conn, 1 << 20, 5))
+            .await
+            .unwrap();
+    }));
+    probe.assert_clean(10);
+}
