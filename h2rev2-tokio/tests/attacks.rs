@@ -225,6 +225,7 @@ mod raw {
     pub const END_STREAM: u8 = 0x1;
     pub const ACK: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
+    pub const REFUSED_STREAM: u32 = 0x7;
     pub const CANCEL: u32 = 0x8;
     pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 
@@ -1060,7 +1061,17 @@ async fn slowloris_clients_are_cut_after_the_handshake_timeout() {
     let (mut r, _w) = raw::connect(addr, &s.certs).await;
     raw::wait_closed(&mut r, bound).await.unwrap();
 
-    // 5. HTTP/1.1, headers dribbled one byte at a time.
+    // 5. A request whose header block never ends (HEADERS without END_HEADERS): no
+    //    stream is opened until it does.
+    let (mut r, mut w) = raw::connect(addr, &s.certs).await;
+    let block = raw::get("/proxy/app/hello", &[]);
+    w.write_all(&raw::frame(raw::HEADERS, 0, 1, &block[..block.len() / 2]))
+        .await
+        .unwrap();
+    w.flush().await.unwrap();
+    raw::wait_closed(&mut r, bound).await.unwrap();
+
+    // 6. HTTP/1.1, headers dribbled one byte at a time.
     let mut tls = tls_connect(addr, &s.certs, tls::ALPN_HTTP11).await;
     let dribble = async {
         for b in b"GET /proxy/app/hello HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
@@ -1077,6 +1088,24 @@ async fn slowloris_clients_are_cut_after_the_handshake_timeout() {
         timeout(bound, dribble).await.is_ok(),
         "a dribbling HTTP/1.1 client was still connected after {bound:?}"
     );
+
+    // 7. HTTP/1.1 keep-alive: after a response, the wait for the next request's
+    //    headers is bounded the same way.
+    let mut tls = tls_connect(addr, &s.certs, tls::ALPN_HTTP11).await;
+    tls.write_all(b"GET /proxy/app/hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"hello from inside\n") {
+        let n = timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before the response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    closed_within(&mut tls, bound).await.unwrap();
 
     // The Listener's connection, older than all of these, is untouched.
     assert_eq!(s.public.server.stats().await.sessions, 1);
@@ -1143,6 +1172,54 @@ async fn connections_per_ip_are_limited() {
     // Slots come back when connections end.
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_healthy(&s).await;
+}
+
+/// Streams per connection (a Listener's session and its reverse conns, or a Client's
+/// requests) are bounded by `SETTINGS_MAX_CONCURRENT_STREAMS`: one more is refused
+/// (`REFUSED_STREAM`) and the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_connection_are_limited() {
+    init_tracing();
+    let mut config = config();
+    config.h2.max_concurrent_streams = 8;
+    let s = stack_with(config, |_| {}).await;
+    let (mut r, mut w) = raw::connect(s.public.addr, &s.certs).await;
+    // Nine event streams (each lasts 1.5 s), opened at once.
+    let block = raw::get("/proxy/app/sse", &[]);
+    let mut frames = Vec::new();
+    for i in 0..9u32 {
+        frames.extend(raw::frame(
+            raw::HEADERS,
+            raw::END_HEADERS | raw::END_STREAM,
+            2 * i + 1,
+            &block,
+        ));
+    }
+    w.write_all(&frames).await.unwrap();
+    w.flush().await.unwrap();
+    let mut refused = Vec::new();
+    let mut answered = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while answered.len() < 8 || refused.is_empty() {
+        let f = tokio::time::timeout_at(deadline, raw::read_frame(&mut r))
+            .await
+            .expect("answers within 5 s")
+            .unwrap();
+        match f.ty {
+            raw::RST_STREAM => refused.push((
+                f.stream,
+                u32::from_be_bytes(f.payload[..4].try_into().unwrap()),
+            )),
+            raw::HEADERS => {
+                answered.insert(f.stream);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(refused, vec![(17, raw::REFUSED_STREAM)]);
+    assert_eq!(answered.len(), 8);
+    drop((r, w));
     assert_healthy(&s).await;
 }
 
