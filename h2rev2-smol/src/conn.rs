@@ -8,14 +8,16 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 use h2::{RecvStream, SendStream};
-use h2rev2_proto::conn::{Conn, ConnConfig, DropAction, NO_ERROR, Read, Transmit, Write};
+use h2rev2_proto::conn::{
+    Conn, ConnConfig, DropAction, NO_ERROR, Read, Side, Transmit, WakeBoth, Write,
+};
 use smol::Timer;
 
 use crate::spawn::Spawner;
@@ -43,7 +45,7 @@ pub struct RevConn {
     h2: Option<Streams>,
     state: Conn,
     timer: Option<(Timer, Instant)>,
-    send_wakers: Arc<SendWakers>,
+    send_wakers: Arc<WakeBoth>,
     spawner: Spawner,
     label: String,
 }
@@ -54,50 +56,6 @@ struct Streams {
 }
 
 const PRESENT: &str = "the stream is present until drop";
-
-/// Who is driving the send side: the reading task services the flush timer and may
-/// send what is due, the writing task waits for capacity. Split halves (or two tasks)
-/// poll with different wakers, while h2's capacity and the timer keep one waker each:
-/// both tasks are registered here and woken together, so that neither takes the
-/// other's wake-up.
-#[derive(Default)]
-struct SendWakers {
-    reader: Mutex<Option<Waker>>,
-    writer: Mutex<Option<Waker>>,
-}
-
-#[derive(Clone, Copy)]
-enum Side {
-    Reader,
-    Writer,
-}
-
-impl SendWakers {
-    fn register(&self, side: Side, waker: &Waker) {
-        let slot = match side {
-            Side::Reader => &self.reader,
-            Side::Writer => &self.writer,
-        };
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *slot = Some(waker.clone());
-        }
-    }
-}
-
-impl Wake for SendWakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        for slot in [&self.reader, &self.writer] {
-            if let Some(w) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                w.wake();
-            }
-        }
-    }
-}
 
 impl fmt::Debug for RevConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

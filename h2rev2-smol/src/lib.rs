@@ -41,6 +41,7 @@
 //!         let mut opts = ListenerOptions::new(&url, id.clone(), tls::client_config(trust, None)?)?;
 //!         opts.token = Some("s3cret".into());
 //!         let listener = Listener::bind(opts)?;
+//!         listener.wait_up().await?; // registered: the server can dial it now
 //!         smol::spawn(async move {
 //!             while let Ok(mut conn) = listener.accept().await {
 //!                 smol::spawn(async move {
@@ -59,13 +60,7 @@
 //!         .detach();
 //!
 //!         // Public side again: a byte connection to the NATed machine, by its id.
-//!         let mut conn = loop {
-//!             match server.dial(&id).await {
-//!                 Ok(conn) => break conn,
-//!                 // Not registered yet: the Listener is still connecting.
-//!                 Err(_) => smol::Timer::after(std::time::Duration::from_millis(20)).await,
-//!             };
-//!         };
+//!         let mut conn = server.dial(&id).await?;
 //!         conn.write_all(b"hello through the tunnel").await?;
 //!         conn.close().await?; // half-close: the answer still comes back
 //!         let mut answer = String::new();

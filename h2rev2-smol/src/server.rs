@@ -112,6 +112,18 @@ enum Cmd {
     Stats {
         reply: Sender<Stats>,
     },
+    Shutdown,
+}
+
+/// The reply channel of a dial.
+type DialReply = Sender<Result<RevConn, DialError>>;
+
+/// A data stream the core holds as a spare, until a dial takes it.
+enum Parked {
+    /// Parked during the current drain (it may be handed out at once).
+    Fresh(SendStream<Bytes>, RecvStream, DialerId),
+    /// Held by a [`watch_parked`] task; send it the dial's reply to hand it out.
+    Watched(Sender<DialReply>),
 }
 
 struct Inner {
@@ -198,6 +210,7 @@ impl Server {
             pending: HashMap::new(),
             controls: HashMap::new(),
             parked: HashMap::new(),
+            fresh: Vec::new(),
             dials: HashMap::new(),
             conn_config: config.conn,
             spawner: config.spawner.clone(),
@@ -271,9 +284,10 @@ impl Server {
         result
     }
 
-    /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY), cuts those
-    /// still open after `grace`, and returns once they are gone. Sessions end with
-    /// their connections; their pending dials fail.
+    /// Stops accepting, ends Listeners' control streams (END_STREAM: they reconnect at
+    /// once, elsewhere or here after a restart), asks every connection to finish
+    /// (HTTP/2 GOAWAY), cuts those still open after `grace`, and returns once they are
+    /// gone. Sessions end with their connections; their pending dials fail.
     pub async fn shutdown(&self, grace: Duration) {
         let until = Instant::now() + grace;
         *self
@@ -283,6 +297,9 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner()) = Some(until);
         self.inner.stopping.store(true, Relaxed);
         self.inner.stop.notify(usize::MAX);
+        // Listeners' control streams end cleanly: they reconnect (elsewhere, or here
+        // after a restart) without waiting for a PING timeout.
+        let _ = self.inner.cmd.try_send(Cmd::Shutdown);
         // Cut connections end within a poll; give slow tasks a little more.
         let hard = until + Duration::from_secs(2);
         while self.connections() > 0 && Instant::now() < hard {
@@ -596,7 +613,9 @@ struct Driver {
     cmd_tx: WeakSender<Cmd>,
     pending: HashMap<StreamId, (SendResponse<Bytes>, RecvStream, SocketAddr, DialerId)>,
     controls: HashMap<StreamId, SendStream<Bytes>>,
-    parked: HashMap<StreamId, (SendStream<Bytes>, RecvStream, DialerId)>,
+    parked: HashMap<StreamId, Parked>,
+    /// Streams parked during this drain, to watch once it ends.
+    fresh: Vec<StreamId>,
     dials: HashMap<DialId, Sender<Result<RevConn, DialError>>>,
     conn_config: ConnConfig,
     spawner: Spawner,
@@ -687,6 +706,12 @@ impl Driver {
                 let _ = reply.try_send(self.dialer.stats());
                 Ok(())
             }
+            Cmd::Shutdown => {
+                for send in self.controls.values_mut() {
+                    let _ = send.send_data(Bytes::new(), true);
+                }
+                Ok(())
+            }
         };
         if let Err(e) = result {
             // A bug in this adapter; say so loudly, but keep serving.
@@ -695,6 +720,32 @@ impl Driver {
     }
 
     fn drain(&mut self) {
+        self.carry_out();
+        // Streams that stay parked are watched: a Listener that resets one (it closed,
+        // or gave up on it) must not leave a dead stream for the next dial.
+        for stream in std::mem::take(&mut self.fresh) {
+            let Some(Parked::Fresh(..)) = self.parked.get(&stream) else {
+                continue;
+            };
+            let Some(Parked::Fresh(send, recv, id)) = self.parked.remove(&stream) else {
+                continue;
+            };
+            let (take, taken) = channel::bounded(1);
+            self.parked.insert(stream, Parked::Watched(take));
+            self.spawner.spawn(watch_parked(ParkedStream {
+                stream,
+                send,
+                recv,
+                id,
+                taken,
+                cmd: self.cmd_tx.clone(),
+                config: self.conn_config,
+                spawner: self.spawner.clone(),
+            }));
+        }
+    }
+
+    fn carry_out(&mut self) {
         while let Some(action) = self.dialer.poll_action() {
             match action {
                 Action::Accept { stream, kind } => {
@@ -722,7 +773,8 @@ impl Driver {
                         }
                         StreamKind::Data(_) => {
                             debug!(%id, %peer, "reverse connection stream ready");
-                            self.parked.insert(stream, (send, body, id));
+                            self.parked.insert(stream, Parked::Fresh(send, body, id));
+                            self.fresh.push(stream);
                         }
                     }
                 }
@@ -740,7 +792,14 @@ impl Driver {
                 }
                 Action::SendControl { stream, data } => {
                     if let Some(send) = self.controls.get_mut(&stream) {
-                        let _ = send.send_data(Bytes::from(data), false);
+                        if let Err(e) = send.send_data(Bytes::from(data), false) {
+                            // The control stream is gone: so is the session.
+                            debug!(error = %e, "control stream write failed");
+                            self.controls.remove(&stream);
+                            if let Some(tx) = self.cmd_tx.upgrade() {
+                                let _ = tx.try_send(Cmd::StreamClosed { stream });
+                            }
+                        }
                     }
                 }
                 Action::Reset { stream, reason } => {
@@ -748,23 +807,41 @@ impl Driver {
                     if let Some(mut s) = self.controls.remove(&stream) {
                         s.send_reset(h2::Reason::from(CANCEL));
                     }
-                    if let Some((mut s, _, _)) = self.parked.remove(&stream) {
-                        s.send_reset(h2::Reason::from(CANCEL));
+                    match self.parked.remove(&stream) {
+                        Some(Parked::Fresh(mut s, _, _)) => s.send_reset(h2::Reason::from(CANCEL)),
+                        // Its watcher resets it when the sender is dropped.
+                        Some(Parked::Watched(take)) => drop(take),
+                        None => {}
                     }
                 }
                 Action::DialReady { dial, stream } => {
-                    let Some((send, recv, id)) = self.parked.remove(&stream) else {
+                    let Some(parked) = self.parked.remove(&stream) else {
                         continue;
                     };
-                    let conn = RevConn::new(
-                        send,
-                        recv,
-                        self.conn_config,
-                        id.to_string(),
-                        self.spawner.clone(),
-                    );
-                    if let Some(reply) = self.dials.remove(&dial) {
-                        let _ = reply.try_send(Ok(conn));
+                    let reply = self.dials.remove(&dial);
+                    match parked {
+                        Parked::Fresh(send, recv, id) => {
+                            let conn = RevConn::new(
+                                send,
+                                recv,
+                                self.conn_config,
+                                id.to_string(),
+                                self.spawner.clone(),
+                            );
+                            if let Some(reply) = reply {
+                                let _ = reply.try_send(Ok(conn));
+                            }
+                        }
+                        Parked::Watched(take) => {
+                            if let Some(reply) = reply {
+                                if let Err(e) = take.try_send(reply) {
+                                    // Reset by the Listener a moment ago.
+                                    let _ = e.into_inner().try_send(Err(DialError::PickupFailed(
+                                        "the spare stream was reset by the Listener".into(),
+                                    )));
+                                }
+                            }
+                        }
                     }
                 }
                 Action::DialFailed { dial, error } => {
@@ -804,4 +881,50 @@ async fn read_control(stream: StreamId, mut body: RecvStream, tx: Sender<Cmd>) {
         }
     }
     let _ = tx.send(Cmd::StreamClosed { stream }).await;
+}
+
+struct ParkedStream {
+    stream: StreamId,
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    id: DialerId,
+    taken: Receiver<DialReply>,
+    cmd: WeakSender<Cmd>,
+    config: ConnConfig,
+    spawner: Spawner,
+}
+
+/// Holds a parked spare until a dial takes it (it becomes that dial's conn) or the
+/// Listener resets it (the core forgets it), or the driver lets go of it (reset).
+async fn watch_parked(p: ParkedStream) {
+    let ParkedStream {
+        stream,
+        mut send,
+        recv,
+        id,
+        taken,
+        cmd,
+        config,
+        spawner,
+    } = p;
+    let taken = smol::future::or(async { Some(taken.recv().await) }, async {
+        let reset = std::future::poll_fn(|cx| send.poll_reset(cx)).await;
+        debug!(%id, ?reset, "parked stream reset by the Listener");
+        None
+    })
+    .await;
+    match taken {
+        Some(Ok(reply)) => {
+            let conn = RevConn::new(send, recv, config, id.to_string(), spawner);
+            // A dial that gave up drops the conn, which resets the stream.
+            let _ = reply.try_send(Ok(conn));
+        }
+        // The driver let go of it (the session ended): reset it.
+        Some(Err(_)) => send.send_reset(h2::Reason::from(CANCEL)),
+        None => {
+            if let Some(tx) = cmd.upgrade() {
+                let _ = tx.try_send(Cmd::StreamClosed { stream });
+            }
+        }
+    }
 }

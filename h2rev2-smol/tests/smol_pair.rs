@@ -531,3 +531,38 @@ fn a_silently_dead_path_is_noticed_by_ping_and_the_listener_reconnects() {
     }));
     probe.assert_clean(10);
 }
+
+#[test]
+fn a_spare_reset_by_the_listener_is_never_handed_to_a_dial() {
+    init_tracing();
+    let probe = Arc::new(RuntimeProbe::default());
+    let certs = Certs::new();
+    smol::block_on(probe.wrap(async {
+        let s = setup(&probe, &certs).await; // two spares
+        eventually(Duration::from_secs(5), async || {
+            s.server.stats().await.spares == 2
+        })
+        .await;
+        // The NAT side gives up on both spares: dropped unused, they are reset.
+        for _ in 0..2 {
+            drop(s.listener.accept().await.unwrap());
+        }
+        eventually(Duration::from_secs(5), async || {
+            s.server.stats().await.spares == 0
+        })
+        .await;
+        // A dial now waits for a fresh stream instead of taking a dead one.
+        let bx = id("box");
+        let (conn, accepted) = smol::future::zip(s.server.dial(&bx), s.listener.accept()).await;
+        let (mut conn, mut accepted) = (conn.unwrap(), accepted.unwrap());
+        let exchange = async {
+            conn.write_all(b"alive?").await.unwrap();
+            conn.close().await.unwrap();
+            let mut q = Vec::new();
+            accepted.read_to_end(&mut q).await.unwrap();
+            assert_eq!(q, b"alive?");
+        };
+        with_timeout(Duration::from_secs(10), exchange).await;
+    }));
+    probe.assert_clean(10);
+}
