@@ -8,11 +8,13 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
-use h2rev2_proto::conn::{CANCEL, Conn, ConnConfig, DropAction, NO_ERROR, Read, Write};
+use h2rev2_proto::conn::{
+    CANCEL, Conn, ConnConfig, DropAction, NO_ERROR, Read, Side, Transmit, WakeBoth, Write,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -38,9 +40,8 @@ pub struct RevConn {
     recv: Option<RecvStream>,
     state: Conn,
     timer: Option<Pin<Box<Sleep>>>,
-    /// When bytes last went to the stream: a write after a quiet spell is sent at once.
-    last_send: Option<std::time::Instant>,
-    flush_delay: std::time::Duration,
+    /// Registered with h2 for send progress: wakes both a pending reader and writer.
+    send_wakers: Arc<WakeBoth>,
     label: String,
     metrics: Option<Arc<Metrics>>,
 }
@@ -83,8 +84,7 @@ impl RevConn {
             recv: Some(recv),
             state: Conn::new(config),
             timer: None,
-            last_send: None,
-            flush_delay: config.flush_delay,
+            send_wakers: Arc::default(),
             label,
             metrics: None,
         }
@@ -114,25 +114,44 @@ impl RevConn {
         Instant::now().into_std()
     }
 
-    /// Sends what the core says is due; arms the flush timer for the rest.
+    /// Carries out the core's send steps until it is idle; arms the flush timer.
     /// `Ready(Ok)` when nothing due is left unsent; `Pending` while waiting for credit.
-    fn drive_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn drive_send(&mut self, side: Side, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.send_wakers.register(side, cx.waker());
+        let waker = Waker::from(self.send_wakers.clone());
+        let cx = &mut Context::from_waker(&waker);
         loop {
-            if let Some(kind) = self.state.error() {
-                return Poll::Ready(Err(io::Error::new(kind, "stream failed")));
-            }
             let now = Self::now();
-            let due = self.state.sendable(now);
-            if due == 0 {
-                if self.state.end_due() {
-                    if let Err(e) = self.send_stream().send_data(Bytes::new(), true) {
-                        let e = h2_error_to_io(e);
-                        self.state.fail(e.kind());
-                        return Poll::Ready(Err(e));
-                    }
-                    self.state.on_end_sent();
+            let capacity = self.send_stream().capacity();
+            let result = match self.state.poll_transmit(now, capacity) {
+                Transmit::Failed(kind) => {
+                    return Poll::Ready(Err(io::Error::new(kind, "reverse connection failed")));
                 }
-                if let Some(at) = self.state.poll_timeout() {
+                Transmit::Data(chunk) => self.send_stream().send_data(chunk, false),
+                Transmit::End => {
+                    let r = self.send_stream().send_data(Bytes::new(), true);
+                    if r.is_ok() {
+                        self.state.on_end_sent();
+                    }
+                    r
+                }
+                Transmit::Blocked { want } => {
+                    let send = self.send_stream();
+                    send.reserve_capacity(want);
+                    if send.capacity() > 0 {
+                        continue;
+                    }
+                    match ready!(send.poll_capacity(cx)) {
+                        Some(Ok(_)) => Ok(()),
+                        Some(Err(e)) => Err(e),
+                        None => {
+                            self.state.fail(io::ErrorKind::BrokenPipe);
+                            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+                        }
+                    }
+                }
+                Transmit::Idle { wake_at: None } => return Poll::Ready(Ok(())),
+                Transmit::Idle { wake_at: Some(at) } => {
                     let at = Instant::from_std(at);
                     let timer = self
                         .timer
@@ -143,28 +162,10 @@ impl RevConn {
                     if timer.as_mut().poll(cx).is_ready() {
                         continue;
                     }
+                    return Poll::Ready(Ok(()));
                 }
-                return Poll::Ready(Ok(()));
-            }
-            self.send_stream().reserve_capacity(due);
-            let cap = self.send_stream().capacity();
-            if cap == 0 {
-                match ready!(self.send_stream().poll_capacity(cx)) {
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        let e = h2_error_to_io(e);
-                        self.state.fail(e.kind());
-                        return Poll::Ready(Err(e));
-                    }
-                    None => {
-                        self.state.fail(io::ErrorKind::BrokenPipe);
-                        return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-                    }
-                }
-            }
-            let chunk = self.state.take_send(now, cap);
-            self.last_send = Some(now);
-            if let Err(e) = self.send_stream().send_data(chunk, false) {
+            };
+            if let Err(e) = result {
                 let e = h2_error_to_io(e);
                 self.state.fail(e.kind());
                 return Poll::Ready(Err(e));
@@ -190,7 +191,7 @@ impl AsyncRead for RevConn {
         let this = self.get_mut();
         // Reading also services the write side's flush timer, so a writer that forgets
         // to flush before waiting for an answer is not stuck.
-        let _ = this.drive_send(cx);
+        let _ = this.drive_send(Side::Reader, cx);
         loop {
             match this.state.read(buf.initialize_unfilled()) {
                 Read::Data(n) => {
@@ -227,33 +228,24 @@ impl AsyncWrite for RevConn {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         loop {
-            match this.state.write(Self::now(), buf) {
+            // Nagle's rule is the core's: a write after a quiet spell goes out at once,
+            // writes in a burst are coalesced.
+            match this.state.write_nagle(Self::now(), buf) {
                 Write::Accepted(n) => {
                     if let Some(m) = &this.metrics {
                         m.bytes_out.fetch_add(n as u64, Relaxed);
                     }
-                    // Nagle's rule: a write after a quiet spell (nothing else buffered,
-                    // nothing sent for a flush delay) goes out at once, so a small
-                    // message written without a flush is not left waiting for the next
-                    // poll of this conn. Writes in a burst are coalesced as before.
-                    let now = Self::now();
-                    let quiet = this
-                        .last_send
-                        .is_none_or(|t| now.saturating_duration_since(t) >= this.flush_delay);
-                    if quiet && this.state.buffered_out() == n {
-                        this.state.flush();
-                    }
                     // Best effort: errors surface on the next call.
-                    let _ = this.drive_send(cx);
+                    let _ = this.drive_send(Side::Writer, cx);
                     return Poll::Ready(Ok(n));
                 }
                 Write::Full => {
-                    ready!(this.drive_send(cx))?;
+                    ready!(this.drive_send(Side::Writer, cx))?;
                     if !this.state.writable() {
                         // Everything due was handed over but the buffer is still full:
                         // wait for credit.
                         this.state.flush();
-                        ready!(this.drive_send(cx))?;
+                        ready!(this.drive_send(Side::Writer, cx))?;
                     }
                 }
                 Write::Error(kind) => {
@@ -266,14 +258,14 @@ impl AsyncWrite for RevConn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.state.flush();
-        ready!(this.drive_send(cx))?;
+        ready!(this.drive_send(Side::Writer, cx))?;
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.state.shutdown();
-        ready!(this.drive_send(cx))?;
+        ready!(this.drive_send(Side::Writer, cx))?;
         Poll::Ready(Ok(()))
     }
 }
