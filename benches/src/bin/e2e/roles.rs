@@ -268,7 +268,26 @@ pub fn public_config() -> ServerConfig {
     config.max_connections_per_ip = 1 << 20;
     // 10,000 held streams plus the control stream and spares on one Listener connection.
     config.h2.max_concurrent_streams = 20_000;
+    tune(&mut config.h2, &mut config.conn);
     config
+}
+
+/// Environment variable: per-stream buffer limits for experiments, applied to both
+/// sides, `CONN_MAX_BUFFER,H2_SEND_BUFFER` in bytes (`ConnConfig::max_buffer`,
+/// `H2Settings::max_send_buffer_size`). Unset: the library's defaults.
+pub const BUFFERS_ENV: &str = "H2REV2_E2E_BUFFERS";
+
+fn tune(h2: &mut h2rev2_tokio::H2Settings, conn: &mut h2rev2_tokio::proto::conn::ConnConfig) {
+    let Ok(v) = std::env::var(BUFFERS_ENV) else {
+        return;
+    };
+    let mut it = v.split(',').map(|x| x.trim().parse::<usize>());
+    if let Some(Ok(n)) = it.next() {
+        conn.max_buffer = n;
+    }
+    if let Some(Ok(n)) = it.next() {
+        h2.max_send_buffer_size = n;
+    }
 }
 
 async fn public() -> Res<()> {
@@ -441,6 +460,7 @@ impl NatState {
         o.machine.spares = spares;
         o.machine.backoff_initial = Duration::from_millis(50);
         o.machine.backoff_max = Duration::from_millis(500);
+        tune(&mut o.h2, &mut o.conn);
         Ok(Listener::bind(o)?)
     }
 }
