@@ -570,9 +570,7 @@ async fn h2_handshake<IO>(
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (h2, mut conn) = opts
-        .h2
-        .client()
+    let (h2, mut conn) = crate::settings::client(&opts.h2)
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;

@@ -211,7 +211,7 @@ impl Server {
         });
         let driver = Driver {
             dialer,
-            cmd_tx: tx,
+            cmd_tx: tx.downgrade(),
             pending: HashMap::new(),
             controls: HashMap::new(),
             parked: HashMap::new(),
@@ -445,7 +445,7 @@ impl Server {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let cfg = &self.inner.config;
-        let handshake = cfg.h2.server().handshake::<_, Bytes>(io);
+        let handshake = crate::settings::server(&cfg.h2).handshake::<_, Bytes>(io);
         let mut conn = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return debug!(%peer, error = %e, "HTTP/2 handshake failed"),
@@ -651,10 +651,7 @@ impl Drop for IpSlot {
 /// The token of an `Authorization: Bearer` header.
 pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+    h2rev2_proto::auth::parse_bearer(v).map(str::to_string)
 }
 
 pub(crate) fn respond_text(respond: &mut SendResponse<Bytes>, status: StatusCode, body: &str) {
@@ -680,7 +677,8 @@ type Pending = (
 
 struct Driver {
     dialer: Dialer,
-    cmd_tx: mpsc::UnboundedSender<Cmd>,
+    /// Weak, so that the driver ends when the last `Server` handle is dropped.
+    cmd_tx: mpsc::WeakUnboundedSender<Cmd>,
     pending: HashMap<StreamId, Pending>,
     controls: HashMap<StreamId, SendStream<Bytes>>,
     parked: HashMap<StreamId, Parked>,
@@ -783,6 +781,13 @@ impl Driver {
         }
     }
 
+    /// Queues a command to this driver itself (handled after the current batch).
+    fn send_self(&self, cmd: Cmd) {
+        if let Some(tx) = self.cmd_tx.upgrade() {
+            let _ = tx.send(cmd);
+        }
+    }
+
     fn drain(&mut self) {
         self.carry_out();
         // Streams that stay parked are watched: a Listener that resets one (it closed,
@@ -790,6 +795,9 @@ impl Driver {
         for stream in std::mem::take(&mut self.fresh) {
             if let Some(Parked::Fresh(..)) = self.parked.get(&stream) {
                 let Some(Parked::Fresh(send, recv, id)) = self.parked.remove(&stream) else {
+                    continue;
+                };
+                let Some(cmd) = self.cmd_tx.upgrade() else {
                     continue;
                 };
                 let (take, taken) = oneshot::channel();
@@ -800,7 +808,7 @@ impl Driver {
                     recv,
                     id,
                     taken,
-                    cmd: self.cmd_tx.clone(),
+                    cmd,
                     config: self.conn_config,
                     metrics: self.metrics.clone(),
                 }));
@@ -821,7 +829,7 @@ impl Driver {
                         Ok(s) => s,
                         Err(e) => {
                             debug!(error = %e, "revdial stream gone before its answer");
-                            let _ = self.cmd_tx.send(Cmd::StreamClosed { stream });
+                            self.send_self(Cmd::StreamClosed { stream });
                             continue;
                         }
                     };
@@ -830,7 +838,9 @@ impl Driver {
                             info!(%id, %peer, "created reverse connection control stream");
                             tunnel.notify_one();
                             self.controls.insert(stream, send);
-                            tokio::spawn(read_control(stream, body, self.cmd_tx.clone()));
+                            if let Some(tx) = self.cmd_tx.upgrade() {
+                                tokio::spawn(read_control(stream, body, tx));
+                            }
                         }
                         StreamKind::Data(_) => {
                             debug!(%id, %peer, "reverse connection stream ready");
@@ -865,7 +875,7 @@ impl Driver {
                             // The control stream is gone: so is the session.
                             debug!(error = %e, "control stream write failed");
                             self.controls.remove(&stream);
-                            let _ = self.cmd_tx.send(Cmd::StreamClosed { stream });
+                            self.send_self(Cmd::StreamClosed { stream });
                         }
                     }
                 }

@@ -1,16 +1,7 @@
 //! HTTP/2 settings, tuned for tunnelling and set deliberately against floods.
 //!
-//! | setting | default | why |
-//! | --- | --- | --- |
-//! | stream window | 8 MiB | one stream must fill a 20 ms link at 200 MB/s (window ≥ rate × RTT = 4 MB); h2's 64 KiB default caps it near 3 MiB/s |
-//! | connection window | 32 MiB | several fast streams at once; also the most unread data one connection can make us buffer |
-//! | max frame size | 64 KiB | fewer frame headers and wake-ups per byte; TLS still cuts 16 KiB records |
-//! | max concurrent streams | 10,000 | every reverse conn is a stream of the Listener's connection |
-//! | max header list size | 16 KiB | revdial and proxy requests are small; bounds HPACK/CONTINUATION memory |
-//! | pending accept reset streams | 20 | rapid reset (CVE-2023-44487): streams reset before we accept them |
-//! | local error reset streams | 1,024 | streams we reset for the peer's errors, then GOAWAY |
-//! | send buffer per stream | 256 KiB | bounds what h2 queues per stream beyond flow control |
-//! | PING keep-alive | 30 s, timeout 15 s | the Go Listener's settings: a dead peer or a cut path is noticed within 45 s |
+//! The values are the core's [`H2Settings`] (its module documents each default and
+//! why); this module applies them to h2's builders.
 //!
 //! # Hardening: which setting answers which attack
 //!
@@ -35,80 +26,36 @@
 //! connections per address) are in [`crate::ServerConfig`]; session, dial and spare
 //! limits in [`h2rev2_proto::dialer::DialerConfig`].
 
-use std::time::Duration;
+pub use h2rev2_proto::settings::H2Settings;
 
-/// HTTP/2 settings shared by both sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct H2Settings {
-    /// `SETTINGS_INITIAL_WINDOW_SIZE`: what the peer may send on one stream unread.
-    pub stream_window: u32,
-    /// Connection flow-control window.
-    pub connection_window: u32,
-    /// `SETTINGS_MAX_FRAME_SIZE`.
-    pub max_frame_size: u32,
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
-    pub max_concurrent_streams: u32,
-    /// `SETTINGS_MAX_HEADER_LIST_SIZE`.
-    pub max_header_list_size: u32,
-    /// Streams reset by the peer before being accepted, at most (rapid reset).
-    pub max_pending_accept_reset_streams: usize,
-    /// Streams reset for the peer's protocol errors before GOAWAY.
-    pub max_local_error_reset_streams: usize,
-    /// Bytes h2 buffers per stream before send capacity is withheld.
-    pub max_send_buffer_size: usize,
-    /// Send a PING after this long without one.
-    pub keepalive_interval: Duration,
-    /// The connection is dead when the PING is not answered within this.
-    pub keepalive_timeout: Duration,
+/// An h2 server builder with the settings `s`.
+pub fn server(s: &H2Settings) -> h2::server::Builder {
+    let mut b = h2::server::Builder::new();
+    b.initial_window_size(s.stream_window)
+        .initial_connection_window_size(s.connection_window)
+        .max_frame_size(s.max_frame_size)
+        .max_concurrent_streams(s.max_concurrent_streams)
+        .max_header_list_size(s.max_header_list_size)
+        .max_pending_accept_reset_streams(s.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(s.max_local_error_reset_streams))
+        .max_send_buffer_size(s.max_send_buffer_size)
+        // Fixed, not h2's automatic "half the connection window": a tunnel's window
+        // is raised later (`ServerConfig::tunnel_connection_window`), which must not
+        // let a registered Listener buffer eight times more tiny frames.
+        .data_frame_budget(s.connection_window as usize / 2);
+    b
 }
 
-impl Default for H2Settings {
-    fn default() -> Self {
-        H2Settings {
-            stream_window: 8 << 20,
-            connection_window: 32 << 20,
-            max_frame_size: 64 << 10,
-            max_concurrent_streams: 10_000,
-            max_header_list_size: 16 << 10,
-            max_pending_accept_reset_streams: 20,
-            max_local_error_reset_streams: 1024,
-            max_send_buffer_size: 256 << 10,
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-impl H2Settings {
-    /// An h2 server builder with these settings.
-    pub fn server(&self) -> h2::server::Builder {
-        let mut b = h2::server::Builder::new();
-        b.initial_window_size(self.stream_window)
-            .initial_connection_window_size(self.connection_window)
-            .max_frame_size(self.max_frame_size)
-            .max_concurrent_streams(self.max_concurrent_streams)
-            .max_header_list_size(self.max_header_list_size)
-            .max_pending_accept_reset_streams(self.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some(self.max_local_error_reset_streams))
-            .max_send_buffer_size(self.max_send_buffer_size)
-            // Fixed, not h2's automatic "half the connection window": a tunnel's window
-            // is raised later (`ServerConfig::tunnel_connection_window`), which must not
-            // let a registered Listener buffer eight times more tiny frames.
-            .data_frame_budget(self.connection_window as usize / 2);
-        b
-    }
-
-    /// An h2 client builder with these settings.
-    pub fn client(&self) -> h2::client::Builder {
-        let mut b = h2::client::Builder::new();
-        b.initial_window_size(self.stream_window)
-            .initial_connection_window_size(self.connection_window)
-            .max_frame_size(self.max_frame_size)
-            .max_concurrent_streams(self.max_concurrent_streams)
-            .max_header_list_size(self.max_header_list_size)
-            .max_pending_accept_reset_streams(self.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some(self.max_local_error_reset_streams))
-            .max_send_buffer_size(self.max_send_buffer_size);
-        b
-    }
+/// An h2 client builder with the settings `s`.
+pub fn client(s: &H2Settings) -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(s.stream_window)
+        .initial_connection_window_size(s.connection_window)
+        .max_frame_size(s.max_frame_size)
+        .max_concurrent_streams(s.max_concurrent_streams)
+        .max_header_list_size(s.max_header_list_size)
+        .max_pending_accept_reset_streams(s.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(s.max_local_error_reset_streams))
+        .max_send_buffer_size(s.max_send_buffer_size);
+    b
 }

@@ -98,7 +98,16 @@ impl PublicSide {
             .unwrap();
         let server = {
             let _g = rt.enter();
-            let listener = std::net::TcpListener::bind(addr).unwrap();
+            // The old process's runtime drops its listening socket in the background
+            // (`shutdown_background`): retry briefly, as a restarted process would.
+            let listener = (0..200)
+                .find_map(|_| {
+                    std::net::TcpListener::bind(addr).ok().or_else(|| {
+                        std::thread::sleep(Duration::from_millis(10));
+                        None
+                    })
+                })
+                .expect("the port is free again within 2 s");
             listener.set_nonblocking(true).unwrap();
             let listener = TcpListener::from_std(listener).unwrap();
             let server = Server::new(token_config(&[("app", "tok")]));
