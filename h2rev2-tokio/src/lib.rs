@@ -12,6 +12,64 @@
 //!   [`Listener::accept`] yields conns; [`nat::serve_http_proxy`] and
 //!   [`nat::relay_tcp`] are ready-made services over it.
 //! * [`RevConn`] is `AsyncRead + AsyncWrite` with the semantics of PROTOCOL.md 5.
+//!
+//! ## Both sides in one program
+//!
+//! A public server, a Listener that serves a tiny echo service through the tunnel, and
+//! a dial through it, all on 127.0.0.1. Split it in two for real use: the Listener
+//! half behind the NAT, the server half on the public machine.
+//!
+//! ```
+//! use h2rev2_tokio::proto::wire::DialerId;
+//! use h2rev2_tokio::tls::{self, Identity, ServerTrust};
+//! use h2rev2_tokio::{Listener, ListenerOptions, Server, ServerConfig};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let id = DialerId::new("sensor-7")?;
+//! let (identity, _cert_pem, _key_pem) = Identity::self_signed(&["localhost".into()])?;
+//! let trust = ServerTrust::from_certs(&identity.certs)?;
+//!
+//! // Public side: admit "sensor-7" with its token; serve TLS (HTTP/2 and HTTP/1.1).
+//! let mut config = ServerConfig::default();
+//! config.dialer.auth.add_token(id.clone(), "s3cret");
+//! let server = Server::new(config);
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("https://localhost:{}", tcp.local_addr()?.port());
+//! tokio::spawn(server.clone().serve(tcp, tls::server_config(identity, None)?));
+//!
+//! // NAT side: register, reconnect forever, accept reverse conns.
+//! let tls = tls::client_config(trust, None, &[tls::ALPN_H2])?;
+//! let mut opts = ListenerOptions::new(&url, id.clone(), tls)?;
+//! opts.token = Some("s3cret".into());
+//! let mut listener = Listener::bind(opts)?;
+//! listener.wait_up().await?;
+//! tokio::spawn(async move {
+//!     while let Ok(mut conn) = listener.accept().await {
+//!         tokio::spawn(async move {
+//!             // Echo until the peer half-closes, then close our side.
+//!             let (mut r, mut w) = tokio::io::split(&mut conn);
+//!             let _ = tokio::io::copy(&mut r, &mut w).await;
+//!             let _ = w.shutdown().await;
+//!         });
+//!     }
+//! });
+//!
+//! // Public side again: a byte connection to the NATed machine, by its id.
+//! let mut conn = server.dial(&id).await?;
+//! conn.write_all(b"hello through the tunnel").await?;
+//! conn.shutdown().await?; // half-close: the answer still comes back
+//! let mut answer = String::new();
+//! conn.read_to_string(&mut answer).await?;
+//! assert_eq!(answer, "hello through the tunnel");
+//! # Ok(()) }
+//! ```
+//!
+//! To expose an internal HTTP server instead, hand the Listener to
+//! [`nat::serve_http_proxy`]; Clients then reach it at
+//! `https://public/proxy/sensor-7/…`, and a hyper client on the public machine through
+//! [`DialConnector`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
