@@ -160,6 +160,57 @@ pub struct ServerArgs {
     /// Seconds to let connections finish after Ctrl-C/SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub grace: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Limits of the public server. The defaults are safe on the public internet.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Sessions (connected clients) in total; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_sessions: usize,
+    /// Sessions holding one id (several clients per id need tokens); more get 429.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_sessions_per_id: usize,
+    /// Dials waiting for a reverse connection, per id; more get 429.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_pending_dials: usize,
+    /// Spare reverse connections a client may park ahead of dials; more get 429.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_spares: usize,
+    /// Concurrent connections from one IP address; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_conns_per_ip: usize,
+    /// Seconds for the TLS handshake, the HTTP/2 preface and the first request each.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Seconds after which an HTTP/2 connection without streams is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub idle_timeout: u64,
+    /// Seconds between HTTP/2 PINGs on an otherwise quiet connection.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub keepalive: u64,
+    /// Seconds without a PING answer after which a connection is dead.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub keepalive_timeout: u64,
+}
+
+impl LimitArgs {
+    /// Applies the limits to a server configuration.
+    pub fn apply(&self, config: &mut h2rev2_tokio::ServerConfig) {
+        use std::time::Duration;
+        config.dialer.max_sessions = self.max_sessions.max(1);
+        config.dialer.max_sessions_per_id = self.max_sessions_per_id.max(1);
+        config.dialer.max_pending_dials_per_id = self.max_pending_dials.max(1);
+        config.dialer.max_spares_per_session = self.max_spares;
+        config.max_connections_per_ip = self.max_conns_per_ip.max(1);
+        config.handshake_timeout = Duration::from_secs(self.handshake_timeout.max(1));
+        config.idle_timeout = Duration::from_secs(self.idle_timeout.max(1));
+        config.h2.keepalive_interval = Duration::from_secs(self.keepalive.max(1));
+        config.h2.keepalive_timeout = Duration::from_secs(self.keepalive_timeout.max(1));
+    }
 }
 
 /// Route layout flags shared by server and client (they must agree).

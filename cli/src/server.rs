@@ -57,6 +57,7 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
         .with_id_key(&args.routes.dialer_key)
         .with_default_id(default_id);
     config.dialer.dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
+    args.limits.apply(&mut config);
 
     let mut entries = Vec::new();
     if let Some(path) = &args.tokens {

@@ -1,0 +1,65 @@
+//! The limit flags reach the server: a silent connection is cut after
+//! `--handshake-timeout`, and `--max-conns-per-ip` closes the connection over the limit.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => started.elapsed(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => started.elapsed(),
+        other => panic!("expected the server to close the connection, got {other:?}"),
+    }
+}
+
+#[test]
+fn limit_flags_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("server.crt").display().to_string();
+    let mut server = Proc::h2rev2(
+        "server",
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--self-signed",
+            "--cert-out",
+            &cert,
+            "--allow-anonymous",
+            "--handshake-timeout",
+            "1",
+            "--max-conns-per-ip",
+            "2",
+        ],
+        &[],
+    );
+    let public = server.wait_value_after("Serving on https://", Duration::from_secs(20));
+    let addr = public.trim_end_matches('/').to_string();
+
+    // A client that connects and says nothing is cut after about one second.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_millis(500),
+        "closed before the handshake timeout: {took:?}"
+    );
+
+    // Two connections are admitted; the third from the same address is closed at once.
+    let _a = TcpStream::connect(&addr).unwrap();
+    let _b = TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = TcpStream::connect(&addr).unwrap();
+    let took = closed_within(&mut c, Duration::from_secs(10));
+    assert!(
+        took < Duration::from_millis(900),
+        "the connection over the limit waited for the handshake timeout: {took:?}"
+    );
+}
