@@ -58,6 +58,10 @@ struct Args {
     /// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536` for allocator experiments.
     #[arg(long, value_parser = parse_env)]
     role_env: Vec<(String, String)>,
+    /// Seconds to wait after the last phase before the end memory figure (default 3;
+    /// the proxies' connection pools keep idle conns for 60 s).
+    #[arg(long)]
+    end_wait: Option<u64>,
     /// Internal: run as a role process.
     #[arg(long, hide = true, value_enum)]
     role: Option<roles::Role>,
@@ -172,6 +176,8 @@ fn main() -> ExitCode {
 /// What the harness set up.
 struct Bench {
     role_env: Vec<(String, String)>,
+    /// Seconds to wait before the end memory figure (`--end-wait`).
+    end_wait: Option<u64>,
     /// Path labels to measure (all when empty).
     path_filter: Vec<String>,
     sizes: Sizes,
@@ -259,6 +265,7 @@ async fn run(args: Args) -> Res<bool> {
     };
     eprintln!("e2e: {} mode; setting up", report.meta.mode);
     let mut b = setup(sizes, args.smoke, report, role_env).await?;
+    b.end_wait = args.end_wait;
     b.path_filter = args
         .paths
         .iter()
@@ -426,6 +433,7 @@ async fn setup(
     let far_tls = delay::spawn(itls, delay).await?;
     let mut b = Bench {
         role_env,
+        end_wait: None,
         path_filter: Vec::new(),
         tls: ClientTls::new()?,
         sizes,
@@ -784,7 +792,8 @@ impl Bench {
     }
 
     async fn end_memory(&mut self) -> Res<()> {
-        tokio::time::sleep(Duration::from_secs(if self.smoke { 1 } else { 3 })).await;
+        let wait = self.end_wait.unwrap_or(if self.smoke { 1 } else { 3 });
+        tokio::time::sleep(Duration::from_secs(wait)).await;
         self.report.memory.end = self.sides()?;
         Ok(())
     }
