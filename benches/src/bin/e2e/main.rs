@@ -30,6 +30,17 @@ use crate::report::{
     ThroughputRow,
 };
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The global allocator of this binary (and so of the role processes).
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system (glibc malloc)"
+};
+
 /// The harness's error type.
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -245,6 +256,7 @@ async fn run(args: Args) -> Res<bool> {
     let mut report = Report::default();
     report.meta = report::Meta {
         role_env: role_env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        allocator: ALLOCATOR.into(),
         mode: if args.smoke { "smoke" } else { "full" }.into(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),

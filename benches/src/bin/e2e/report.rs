@@ -53,6 +53,8 @@ pub struct Meta {
     pub sizes: Value,
     /// Extra environment of the role processes.
     pub role_env: Vec<String>,
+    /// The global allocator of all processes.
+    pub allocator: String,
 }
 
 /// CPU seconds used by each process during a measurement.
@@ -593,6 +595,7 @@ impl Report {
         if !m.role_env.is_empty() {
             let _ = writeln!(o, "role processes' environment: {}", m.role_env.join(" "));
         }
+        let _ = writeln!(o, "allocator: {}", m.allocator);
         let _ = writeln!(o, "wall time: {:.1} s", m.wall_secs);
 
         let _ = writeln!(
