@@ -14,11 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use h2rev2_tokio::tls::{self, Identity, ServerTrust};
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
 
 use crate::error::CliError;
 
@@ -100,112 +96,11 @@ pub fn client_tls(
             )));
         }
         let certs = tls::load_certs(path).map_err(|e| CliError::config(e.to_string()))?;
-        return pinned_or_chained(certs);
+        tls::client_config(ServerTrust::PinnedOrChained(certs), None, &[tls::ALPN_H2])
     } else {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         tls::client_config(ServerTrust::Roots(roots), None, &[tls::ALPN_H2])
     };
     cfg.map_err(|e| CliError::config(e.to_string()))
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn pinned_or_chained(
-    certs: Vec<CertificateDer<'static>>,
-) -> Result<Arc<rustls::ClientConfig>, CliError> {
-    let provider = provider();
-    let mut roots = RootCertStore::empty();
-    let (_added, _ignored) = roots.add_parsable_certificates(certs.iter().cloned());
-    let chained = if roots.is_empty() {
-        None
-    } else {
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .ok()
-    };
-    let verifier = PinnedOrChained {
-        pinned: certs,
-        chained,
-        provider: provider.clone(),
-    };
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::config(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![tls::ALPN_H2.to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-/// Accepts a server certificate that is one of `pinned`, or that chains to them.
-#[derive(Debug)]
-struct PinnedOrChained {
-    pinned: Vec<CertificateDer<'static>>,
-    chained: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedOrChained {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|c| c.as_ref() == end_entity.as_ref())
-        {
-            return Ok(ServerCertVerified::assertion());
-        }
-        match &self.chained {
-            Some(v) => {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
-            None => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            )),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

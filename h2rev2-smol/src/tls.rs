@@ -1,157 +1,21 @@
-//! TLS with rustls through futures-rustls: certificates, and configs with the right
-//! ALPN for each side.
+//! TLS for the smol adapter: the shared [`h2rev2_tls`] configuration (certificates,
+//! ALPN, how a Listener trusts the server), used through futures-rustls.
 //!
 //! The configs are plain [`rustls`] configs: one built by `h2rev2_tokio::tls` works
-//! here too, and the other way round. One crypto provider, *ring*, is chosen
-//! explicitly (`builder_with_provider`): rustls panics at config build when both ring
-//! and aws-lc-rs are enabled and none is chosen.
+//! here too, and the other way round.
 
-use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
 pub use futures_rustls::rustls;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
-
-/// ALPN protocol id of HTTP/2.
-pub const ALPN_H2: &[u8] = b"h2";
-/// ALPN protocol id of HTTP/1.1.
-pub const ALPN_HTTP11: &[u8] = b"http/1.1";
-
-/// A TLS setup error, naming the file or step that failed.
-#[derive(Debug)]
-pub struct TlsError(String);
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TlsError {}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A certificate chain and its private key.
-#[derive(Debug)]
-pub struct Identity {
-    /// The chain, leaf first.
-    pub certs: Vec<CertificateDer<'static>>,
-    /// The leaf's private key.
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl Clone for Identity {
-    fn clone(&self) -> Self {
-        Identity {
-            certs: self.certs.clone(),
-            key: self.key.clone_key(),
-        }
-    }
-}
-
-impl Identity {
-    /// Loads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
-        let certs = load_certs(cert)?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-            TlsError(format!(
-                "cannot read a private key from {}: {e}",
-                key.display()
-            ))
-        })?;
-        Ok(Identity { certs, key })
-    }
-
-    /// Makes a self-signed certificate for `names` (DNS names or IP addresses).
-    /// Returns it with its PEM texts (certificate, key).
-    pub fn self_signed(names: &[String]) -> Result<(Identity, String, String), TlsError> {
-        let ck = rcgen::generate_simple_self_signed(names.to_vec())
-            .map_err(|e| TlsError(format!("cannot make a self-signed certificate: {e}")))?;
-        let cert_pem = ck.cert.pem();
-        let key_pem = ck.signing_key.serialize_pem();
-        let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
-            .map_err(|e| TlsError(format!("bad generated key: {e}")))?;
-        Ok((
-            Identity {
-                certs: vec![ck.cert.der().clone()],
-                key,
-            },
-            cert_pem,
-            key_pem,
-        ))
-    }
-}
-
-/// Loads every certificate of a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| {
-        TlsError(format!(
-            "cannot read certificates from {}: {e}",
-            path.display()
-        ))
-    })?;
-    let certs: Vec<_> = iter
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError(format!("bad certificate in {}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError(format!(
-            "no certificate found in {}",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
+pub use h2rev2_tls::{
+    ALPN_H2, ALPN_HTTP11, Identity, ServerTrust, TlsError, load_certs, server_name,
+};
+use rustls::{ClientConfig, ServerConfig};
 
 /// The public server's TLS config: ALPN `h2` and `http/1.1` (HTTP/1.1 Clients get a
 /// short `404` naming h2rev2-tokio, which serves the HTTP proxy).
 pub fn server_config(identity: Identity) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut cfg = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(identity.certs, identity.key)
-        .map_err(|e| {
-            TlsError(format!(
-                "certificate and key do not form a usable pair: {e}"
-            ))
-        })?;
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-/// How a Listener checks the public server's certificate.
-#[derive(Debug, Clone)]
-pub enum ServerTrust {
-    /// Trust these roots: the CA (or the self-signed certificate itself) that signed
-    /// the server's certificate. No system roots are bundled.
-    Roots(RootCertStore),
-    /// Accept any certificate. Only for tests and first steps: anyone on the path can
-    /// read and change the traffic.
-    Insecure,
-}
-
-impl ServerTrust {
-    /// Trust the certificates of a PEM file.
-    pub fn from_pem_file(path: &Path) -> Result<ServerTrust, TlsError> {
-        ServerTrust::from_certs(&load_certs(path)?)
-    }
-
-    /// Trust exactly these certificates.
-    pub fn from_certs(certs: &[CertificateDer<'static>]) -> Result<ServerTrust, TlsError> {
-        let mut roots = RootCertStore::empty();
-        for c in certs {
-            roots
-                .add(c.clone())
-                .map_err(|e| TlsError(format!("bad CA certificate: {e}")))?;
-        }
-        Ok(ServerTrust::Roots(roots))
-    }
+    h2rev2_tls::server_config(identity, None)
 }
 
 /// A Listener's TLS config: ALPN `h2`, and a client certificate if given.
@@ -159,76 +23,5 @@ pub fn client_config(
     trust: ServerTrust,
     client_identity: Option<Identity>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError(e.to_string()))?;
-    let builder = match trust {
-        ServerTrust::Roots(roots) => builder.with_root_certificates(roots),
-        ServerTrust::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider()))),
-    };
-    let mut cfg = match client_identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.certs, id.key)
-            .map_err(|e| TlsError(format!("client certificate: {e}")))?,
-        None => builder.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-/// Parses `host` as a TLS server name (DNS name or IP address, `[v6]` accepted).
-pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string())
-        .map_err(|e| TlsError(format!("{host:?} is not a valid TLS server name: {e}")))
-}
-
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    h2rev2_tls::client_config(trust, client_identity, &[ALPN_H2])
 }

@@ -1,8 +1,15 @@
-//! TLS configuration: certificates from PEM files or made on the spot, and rustls
-//! configs with the right ALPN for each side.
+//! # h2rev2-tls: the rustls configuration of h2rev2
+//!
+//! Certificates from PEM files or made on the spot, and rustls configs with the right
+//! ALPN for each side. Runtime-agnostic (rustls configs are plain data), so the tokio
+//! adapter, the smol adapter and the CLI share this one copy; only the acceptors and
+//! connectors (tokio-rustls, futures-rustls) differ per runtime.
 //!
 //! One crypto provider, *ring*, is chosen explicitly (`builder_with_provider`): rustls
 //! panics at config build when both ring and aws-lc-rs are enabled and none is chosen.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::path::Path;
@@ -163,6 +170,12 @@ pub enum ServerTrust {
     /// The system's usual roots are not bundled: give the CA (or the self-signed
     /// certificate itself) that signed the server's certificate.
     Roots(RootCertStore),
+    /// Accept a certificate that is byte for byte one of these (a pin: skips the host
+    /// name and expiry checks), or that chains to them (the usual check, host name
+    /// included). A self-signed certificate made with `openssl req -x509` has no
+    /// subjectAltName, so chain verification alone rejects it as a server certificate;
+    /// pinning keeps the check exact instead of turning it off.
+    PinnedOrChained(Vec<CertificateDer<'static>>),
     /// Accept any certificate. Only for tests and first steps: anyone on the path can
     /// read and change the traffic.
     Insecure,
@@ -203,6 +216,27 @@ pub fn client_config(
         .map_err(|e| TlsError(e.to_string()))?;
     let builder = match trust {
         ServerTrust::Roots(roots) => builder.with_root_certificates(roots),
+        ServerTrust::PinnedOrChained(pinned) => {
+            let mut roots = RootCertStore::empty();
+            let _ = roots.add_parsable_certificates(pinned.iter().cloned());
+            let chained = if roots.is_empty() {
+                None
+            } else {
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .ok()
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedOrChained {
+                    pinned,
+                    chained,
+                    provider: provider(),
+                }))
+        }
         ServerTrust::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider()))),
@@ -269,5 +303,74 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Accepts a server certificate that is one of `pinned`, or that chains to them.
+#[derive(Debug)]
+struct PinnedOrChained {
+    pinned: Vec<CertificateDer<'static>>,
+    chained: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedOrChained {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match &self.chained {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -85,11 +85,12 @@ mod proxy;
 mod relay;
 mod server;
 pub mod settings;
-pub mod tls;
 
 pub use conn::RevConn;
 pub use connector::{ConnectError, DialConnector};
 pub use h2rev2_proto as proto;
+/// TLS configuration (certificates, ALPN, how a Listener trusts the server).
+pub use h2rev2_tls as tls;
 pub use identity::CertIdentity;
 pub use listener::{Listener, ListenerOptions, OptionsError, Status};
 pub use proxy::{BoxError, ProxyBody, ProxyService};
