@@ -13,7 +13,7 @@
 //! | max header list size | 16 KiB | revdial and proxy requests are small; bounds HPACK/CONTINUATION memory |
 //! | pending accept reset streams | 20 | rapid reset (CVE-2023-44487): streams reset before we accept them |
 //! | local error reset streams | 1,024 | streams we reset for the peer's errors, then GOAWAY |
-//! | send buffer per stream | 256 KiB | bounds what h2 queues per stream beyond flow control |
+//! | send buffer per stream | 64 KiB | bounds what h2 queues per stream beyond flow control (256 KiB doubled RSS under many streams, for no throughput) |
 //! | PING keep-alive | 30 s, timeout 15 s | the Go Listener's settings (PROTOCOL.md 1): a dead peer or a cut path is noticed within 45 s |
 
 use std::time::Duration;
@@ -53,7 +53,7 @@ impl Default for H2Settings {
             max_header_list_size: 16 << 10,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
-            max_send_buffer_size: 256 << 10,
+            max_send_buffer_size: 64 << 10,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(15),
         }

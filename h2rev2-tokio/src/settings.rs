@@ -19,7 +19,7 @@
 //! | Clients that stop reading proxied downloads: each holds a stream window of the tunnel's connection window unread | a connection that carries a session gets a larger connection window, so it takes 32 stalled downloads instead of 4 to freeze the tunnel | `ServerConfig::tunnel_connection_window` = 256 MiB | `faults::clients_that_stop_reading_do_not_stall_the_tunnel` |
 //! | SETTINGS flood, PING flood, from a peer that never reads the ACKs | h2 writes each ACK before it reads the next frame, so a peer that does not read stalls its own connection (memory bounded by socket buffers); the PING keep-alive it cannot answer then cuts it | `keepalive_interval` + `keepalive_timeout` = 45 s | `settings_and_ping_floods_are_bounded_and_cut_off` |
 //! | streams the server must reset for the peer's errors, in bulk | GOAWAY `ENHANCE_YOUR_CALM` after 1,024 (never unlimited) | `max_local_error_reset_streams` = 1,024 | (h2's own tests) |
-//! | unread responses | h2 queues at most 256 KiB per stream beyond the peer's window | `max_send_buffer_size` = 256 KiB | |
+//! | unread responses | h2 queues at most 64 KiB per stream beyond the peer's window | `max_send_buffer_size` = 64 KiB | |
 //! | unread request bodies | a connection can make the server buffer at most its window: 32 MiB (8 MiB per stream); with `ServerConfig::max_connections_per_ip` = 256 that is up to 8 GiB from one address: lower one of them on small machines | `connection_window`, `stream_window` | |
 //!
 //! Connection-level defences (TLS handshake, first-request and idle timeouts,
