@@ -231,15 +231,17 @@ pub fn client_config(
             };
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedOrChained {
-                    pinned,
-                    chained,
+                .with_custom_certificate_verifier(Arc::new(CustomVerifier {
+                    check: Check::PinnedOrChained { pinned, chained },
                     provider: provider(),
                 }))
         }
         ServerTrust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider()))),
+            .with_custom_certificate_verifier(Arc::new(CustomVerifier {
+                check: Check::AcceptAny,
+                provider: provider(),
+            })),
     };
     let mut cfg = match client_identity {
         Some(id) => builder
@@ -258,63 +260,27 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
         .map_err(|e| TlsError(format!("{host:?} is not a valid TLS server name: {e}")))
 }
 
+/// A server certificate check other than plain chain verification.
 #[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+enum Check {
+    /// Accept anything ([`ServerTrust::Insecure`]).
+    AcceptAny,
+    /// One of `pinned`, or chaining to them ([`ServerTrust::PinnedOrChained`]).
+    PinnedOrChained {
+        pinned: Vec<CertificateDer<'static>>,
+        chained: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    },
 }
 
-/// Accepts a server certificate that is one of `pinned`, or that chains to them.
+/// Runs a [`Check`] on the certificate; handshake signatures are always verified with
+/// the provider's algorithms.
 #[derive(Debug)]
-struct PinnedOrChained {
-    pinned: Vec<CertificateDer<'static>>,
-    chained: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+struct CustomVerifier {
+    check: Check,
     provider: Arc<CryptoProvider>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for PinnedOrChained {
+impl rustls::client::danger::ServerCertVerifier for CustomVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -323,18 +289,18 @@ impl rustls::client::danger::ServerCertVerifier for PinnedOrChained {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|c| c.as_ref() == end_entity.as_ref())
-        {
-            return Ok(rustls::client::danger::ServerCertVerified::assertion());
-        }
-        match &self.chained {
-            Some(v) => {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let ok = rustls::client::danger::ServerCertVerified::assertion;
+        match &self.check {
+            Check::AcceptAny => Ok(ok()),
+            Check::PinnedOrChained { pinned, .. }
+                if pinned.iter().any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ok())
             }
-            None => Err(rustls::Error::InvalidCertificate(
+            Check::PinnedOrChained {
+                chained: Some(v), ..
+            } => v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+            Check::PinnedOrChained { chained: None, .. } => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
             )),
         }
