@@ -112,9 +112,14 @@
 //! for instance:
 //!
 //! ```no_run
-//! # fn opts() -> h2rev2_smol::ListenerOptions { unimplemented!() }
-//! use h2rev2_smol::{Connector, Spawner};
-//! let mut opts = opts();
+//! # fn tls() -> std::sync::Arc<h2rev2_smol::tls::rustls::ClientConfig> {
+//! #     let trust = h2rev2_smol::tls::ServerTrust::Insecure;
+//! #     h2rev2_smol::tls::client_config(trust, None).unwrap()
+//! # }
+//! use h2rev2_smol::proto::wire::DialerId;
+//! use h2rev2_smol::{Connector, ListenerOptions, Spawner};
+//! let id = DialerId::new("sensor-7").unwrap();
+//! let mut opts = ListenerOptions::new("https://public.example:9090", id, tls()).unwrap();
 //! opts.spawner = Spawner::new(|task| {
 //!     async_std::task::spawn(task);
 //! });
