@@ -1444,3 +1444,43 @@ async fn settings_and_ping_floods_are_bounded_and_cut_off() {
     assert!(grown < 64 << 10, "memory grew by {grown} KiB");
     assert_healthy(&s).await;
 }
+
+/// A Listener that registers and then ignores `conn-ready` (a stalled or malicious
+/// NAT side): the dial fails with `Timeout` after the configured dial timeout, a
+/// proxy Client hears `504` with the id named, and nothing is left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_timeout_answers_504() {
+    init_tracing();
+    let certs = Certs::new();
+    let mut config = config();
+    config.dialer.dial_timeout = Duration::from_millis(300);
+    let public = start_public(&certs, config).await;
+    let port = public.addr.port();
+    let l = h2_conn(public.addr, &certs).await;
+    let o = open(&l, port, "/revdial?id=app&role=control", Some("tok")).await;
+    let (_csend, mut crecv) = o.stream.unwrap();
+
+    let started = Instant::now();
+    let e = public.server.dial(&id("app")).await.unwrap_err();
+    assert_eq!(e, DialError::Timeout);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The conn-ready was sent; nobody answered it.
+    next_conn_ready(&mut crecv, &mut Decoder::new()).await;
+
+    for v in [Version::HTTP_11, Version::HTTP_2] {
+        let (status, body) = get(public.addr, &certs, v, "/proxy/app/x").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{v:?}: {body:?}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("app"),
+            "{v:?}: the body names the id: {body:?}"
+        );
+    }
+    wait_stats(&public.server, "no dial left pending", |s| {
+        s.pending_dials == 0 && s.sessions == 1
+    })
+    .await;
+}
