@@ -51,8 +51,13 @@ pub struct ServerConfig {
     pub h2: H2Settings,
     /// Reverse connection write coalescing.
     pub conn: ConnConfig,
-    /// TLS handshake plus HTTP/2 preface must complete within this. Default 10 s.
+    /// TLS handshake plus HTTP/2 preface must complete within this, and the first
+    /// request must follow within it too (a slowloris client holds nothing for long).
+    /// Default 10 s.
     pub handshake_timeout: Duration,
+    /// An HTTP/2 connection without streams for this long is closed. A Listener's
+    /// connection always holds its control stream, so it is never idle. Default 120 s.
+    pub idle_timeout: Duration,
     /// Concurrent connections from one IP address. Default 256.
     pub max_connections_per_ip: usize,
     /// Where the server's tasks run. Default: smol's global executor.
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             h2: H2Settings::default(),
             conn: ConnConfig::default(),
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             max_connections_per_ip: 256,
             spawner: Spawner::default(),
             vectored_writes: true,
@@ -197,6 +203,7 @@ enum Next {
     Dead(String),
     Stop,
     DrainOver,
+    IdleCheck,
 }
 
 impl Server {
@@ -466,6 +473,11 @@ impl Server {
         let conn_id = ConnId(self.next_id());
         let mut keepalive = Box::pin(settings::keepalive(conn.ping_pong(), cfg.h2));
         let mut draining = None;
+        // A connection without streams is closed: after `handshake_timeout` if it never
+        // opened one, after `idle_timeout` otherwise (as in h2rev2-tokio).
+        let mut opened_any = false;
+        let mut active_at = Instant::now();
+        let mut idle_at = active_at + cfg.handshake_timeout;
         loop {
             let accept = async { Next::Request(Box::new(conn.accept().await)) };
             let dead = async { Next::Dead((&mut keepalive).await) };
@@ -481,9 +493,40 @@ impl Server {
                     }
                 }
             };
-            match smol::future::or(smol::future::or(accept, dead), stop).await {
+            let idle = async {
+                if draining.is_some() {
+                    std::future::pending::<()>().await;
+                }
+                Timer::at(idle_at).await;
+                Next::IdleCheck
+            };
+            let next = smol::future::or(smol::future::or(accept, dead), stop);
+            match smol::future::or(next, idle).await {
+                Next::IdleCheck => {
+                    let now = Instant::now();
+                    if conn.has_streams() {
+                        active_at = now;
+                    }
+                    let limit = if opened_any {
+                        cfg.idle_timeout
+                    } else {
+                        cfg.handshake_timeout
+                    };
+                    if now.duration_since(active_at) >= limit {
+                        debug!(%peer, opened_any, "closing HTTP/2 connection without streams");
+                        conn.graceful_shutdown();
+                        draining = Some(now + cfg.handshake_timeout.min(Duration::from_secs(1)));
+                    } else {
+                        idle_at = active_at + limit;
+                    }
+                }
                 Next::Request(next) => match *next {
                     Some(Ok((req, respond))) => {
+                        active_at = Instant::now();
+                        if !opened_any {
+                            opened_any = true;
+                            idle_at = active_at + cfg.idle_timeout;
+                        }
                         self.on_h2_request(conn_id, peer, &identities, req, respond);
                     }
                     Some(Err(e)) => {

@@ -566,3 +566,44 @@ fn a_spare_reset_by_the_listener_is_never_handed_to_a_dial() {
     }));
     probe.assert_clean(10);
 }
+
+/// An HTTP/2 client that completes the preface but never opens a stream is closed
+/// after the handshake timeout (a slowloris holds nothing for long).
+#[test]
+fn http2_connection_without_a_request_is_closed() {
+    let probe = Arc::new(RuntimeProbe::default());
+    smol::block_on(async {
+        let config = ServerConfig {
+            spawner: probe.spawner(|t| smol::spawn(t).detach()),
+            handshake_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        };
+        let server = Server::new(config);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        smol::spawn(server.clone().serve_cleartext(tcp)).detach();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // The client preface and an empty SETTINGS frame, then silence.
+        c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let closed = with_timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // the server's SETTINGS, its ACK, then GOAWAY
+                }
+            }
+        });
+        closed.await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(250),
+            "closed before the timeout: {took:?}"
+        );
+        server.shutdown(Duration::from_millis(100)).await;
+    });
+    probe.assert_clean(2);
+}
