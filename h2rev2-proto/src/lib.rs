@@ -19,6 +19,7 @@
 //! | [`auth`] | tokens, certificate-bound ids, anonymous mode, takeover rule |
 //! | [`settings`] | HTTP/2 settings every adapter applies (windows, limits, keep-alive) |
 //! | [`error`] | errors typed by blame |
+//! | [`idle`] | when a server closes an HTTP/2 connection without streams |
 //!
 //! ## The run loop
 //!
@@ -73,6 +74,7 @@ pub mod auth;
 pub mod conn;
 pub mod dialer;
 pub mod error;
+pub mod idle;
 pub mod listener;
 pub mod registry;
 pub mod settings;

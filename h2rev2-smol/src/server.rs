@@ -21,6 +21,7 @@ use h2rev2_proto::conn::{CANCEL, ConnConfig};
 use h2rev2_proto::dialer::{
     Action, ConnId, DialError, DialId, Dialer, DialerConfig, Event, Stats, StreamId, StreamKind,
 };
+use h2rev2_proto::idle::IdleRule;
 use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
 use http::{Request, Response, StatusCode};
 use smol::Timer;
@@ -473,11 +474,8 @@ impl Server {
         let conn_id = ConnId(self.next_id());
         let mut keepalive = Box::pin(settings::keepalive(conn.ping_pong(), cfg.h2));
         let mut draining = None;
-        // A connection without streams is closed: after `handshake_timeout` if it never
-        // opened one, after `idle_timeout` otherwise (as in h2rev2-tokio).
-        let mut opened_any = false;
-        let mut active_at = Instant::now();
-        let mut idle_at = active_at + cfg.handshake_timeout;
+        // A connection without streams is closed (the core's idle rule).
+        let mut idle_rule = IdleRule::new(Instant::now(), cfg.handshake_timeout, cfg.idle_timeout);
         loop {
             let accept = async { Next::Request(Box::new(conn.accept().await)) };
             let dead = async { Next::Dead((&mut keepalive).await) };
@@ -497,36 +495,23 @@ impl Server {
                 if draining.is_some() {
                     std::future::pending::<()>().await;
                 }
-                Timer::at(idle_at).await;
+                Timer::at(idle_rule.deadline()).await;
                 Next::IdleCheck
             };
             let next = smol::future::or(smol::future::or(accept, dead), stop);
             match smol::future::or(next, idle).await {
                 Next::IdleCheck => {
                     let now = Instant::now();
-                    if conn.has_streams() {
-                        active_at = now;
-                    }
-                    let limit = if opened_any {
-                        cfg.idle_timeout
-                    } else {
-                        cfg.handshake_timeout
-                    };
-                    if now.duration_since(active_at) >= limit {
+                    if idle_rule.check(now, conn.has_streams()) {
+                        let opened_any = idle_rule.opened_any();
                         debug!(%peer, opened_any, "closing HTTP/2 connection without streams");
                         conn.graceful_shutdown();
                         draining = Some(now + cfg.handshake_timeout.min(Duration::from_secs(1)));
-                    } else {
-                        idle_at = active_at + limit;
                     }
                 }
                 Next::Request(next) => match *next {
                     Some(Ok((req, respond))) => {
-                        active_at = Instant::now();
-                        if !opened_any {
-                            opened_any = true;
-                            idle_at = active_at + cfg.idle_timeout;
-                        }
+                        idle_rule.on_stream(Instant::now());
                         self.on_h2_request(conn_id, peer, &identities, req, respond);
                     }
                     Some(Err(e)) => {

@@ -22,6 +22,7 @@ use h2rev2_proto::conn::{CANCEL, ConnConfig};
 use h2rev2_proto::dialer::{
     Action, ConnId, DialError, DialId, Dialer, DialerConfig, Event, Stats, StreamId, StreamKind,
 };
+use h2rev2_proto::idle::IdleRule;
 use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -458,13 +459,17 @@ impl Server {
         // Set to the shutdown deadline once draining: then the connection is cut.
         let mut drain_deadline =
             std::pin::pin!(tokio::time::sleep(Duration::from_secs(86400 * 365)));
-        // A connection without streams is closed: after `handshake_timeout` if it never
-        // opened one (a slowloris past the HTTP/2 handshake holds nothing for long), after
-        // `idle_timeout` otherwise. A Listener's connection always holds its control
-        // stream, so it is never idle. `active_at` is the last time a stream was seen.
-        let mut opened_any = false;
-        let mut active_at = Instant::now();
-        let mut idle_check = std::pin::pin!(tokio::time::sleep(cfg.handshake_timeout));
+        // A connection without streams is closed (the core's idle rule): a slowloris
+        // past the HTTP/2 handshake holds nothing for long; a Listener's connection
+        // always holds its control stream.
+        let mut idle_rule = IdleRule::new(
+            Instant::now().into_std(),
+            cfg.handshake_timeout,
+            cfg.idle_timeout,
+        );
+        let mut idle_check = std::pin::pin!(tokio::time::sleep_until(Instant::from_std(
+            idle_rule.deadline()
+        )));
         // Notified when a session is accepted on this connection (it is a tunnel).
         let tunnel = Arc::new(Notify::new());
         let mut is_tunnel = false;
@@ -472,11 +477,8 @@ impl Server {
             tokio::select! {
                 next = conn.accept() => match next {
                     Some(Ok((req, respond))) => {
-                        active_at = Instant::now();
-                        if !opened_any {
-                            opened_any = true;
-                            idle_check.as_mut().reset(active_at + cfg.idle_timeout);
-                        }
+                        idle_rule.on_stream(Instant::now().into_std());
+                        idle_check.as_mut().reset(Instant::from_std(idle_rule.deadline()));
                         self.on_h2_request(conn_id, peer, &identities, req, respond, tls, &tunnel);
                     }
                     Some(Err(e)) => {
@@ -497,11 +499,8 @@ impl Server {
                 }
                 _ = &mut idle_check, if !draining => {
                     let now = Instant::now();
-                    if conn.has_streams() {
-                        active_at = now;
-                    }
-                    let limit = if opened_any { cfg.idle_timeout } else { cfg.handshake_timeout };
-                    if now.duration_since(active_at) >= limit {
+                    if idle_rule.check(now.into_std(), conn.has_streams()) {
+                        let opened_any = idle_rule.opened_any();
                         debug!(%peer, opened_any, "closing HTTP/2 connection without streams");
                         // GOAWAY; a peer that does not even read it is cut soon after.
                         draining = true;
@@ -510,7 +509,7 @@ impl Server {
                             .as_mut()
                             .reset(now + cfg.handshake_timeout.min(IDLE_DRAIN));
                     } else {
-                        idle_check.as_mut().reset(active_at + limit);
+                        idle_check.as_mut().reset(Instant::from_std(idle_rule.deadline()));
                     }
                 }
                 _ = tunnel.notified(), if !is_tunnel => {
