@@ -9,11 +9,15 @@ use crate::error::CliError;
 
 /// Parses one entry, `ID TOKEN` or `ID=TOKEN`.
 fn entry(s: &str) -> Result<(DialerId, String), String> {
-    let (id, token) = s
-        .split_once('=')
-        .filter(|(id, _)| !id.contains(char::is_whitespace))
-        .or_else(|| s.split_once(char::is_whitespace))
-        .ok_or_else(|| "expected `ID TOKEN` or `ID=TOKEN`".to_string())?;
+    // `ID TOKEN` when there is white space (an id may itself contain `=`), else
+    // `ID=TOKEN`.
+    let s = s.trim();
+    let (id, token) = if s.contains(char::is_whitespace) {
+        s.split_once(char::is_whitespace)
+    } else {
+        s.split_once('=')
+    }
+    .ok_or_else(|| "expected `ID TOKEN` or `ID=TOKEN`".to_string())?;
     let (id, token) = (id.trim(), token.trim());
     let id = DialerId::new(id).map_err(|e| format!("bad id {id:?}: {e}"))?;
     if token.is_empty() {
@@ -68,6 +72,9 @@ mod tests {
         let v = from_env("a=x, b y\nc=z=w").unwrap();
         let v: Vec<_> = v.iter().map(|(i, t)| (i.as_str(), t.as_str())).collect();
         assert_eq!(v, [("a", "x"), ("b", "y"), ("c", "z=w")]);
+        // An id may contain `=` in the `ID TOKEN` form.
+        let v = from_env("k=v t0k").unwrap();
+        assert_eq!((v[0].0.as_str(), v[0].1.as_str()), ("k=v", "t0k"));
         assert!(from_env("a").is_err());
         assert!(from_env("a=").is_err());
         let dir = tempfile::tempdir().unwrap();

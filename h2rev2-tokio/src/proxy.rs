@@ -5,6 +5,7 @@
 //! request as the Go package does. Bodies stream both ways chunk by chunk; `Upgrade`
 //! (WebSocket) becomes a raw byte pipe.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::poll_fn;
@@ -47,27 +48,68 @@ pub(crate) fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
         .expect("static response")
 }
 
-/// The pooled client, made on first use; `None` once the server is shutting down (its
-/// pool, with the idle reverse conns, was dropped then).
-fn client(server: &Server) -> Option<ProxyClient> {
-    let mut slot = server
+/// Most ids with a pooled client at once; past it the map is emptied (requests in
+/// flight keep their clients, idle pooled conns of the others are dropped).
+const MAX_POOLED_IDS: usize = 4096;
+
+/// The proxy's pooled clients, one per id, each with a connector that dials exactly
+/// that id: an id never travels through a URI authority, where `alice@corp` would be
+/// read as host `corp` and `DB` would share `db`'s pooled connections.
+#[derive(Default)]
+pub(crate) struct ProxyClients {
+    by_id: HashMap<DialerId, ProxyClient>,
+    closed: bool,
+}
+
+impl ProxyClients {
+    /// Drops every pooled client (and its idle conns); no new one is made after.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+        self.by_id.clear();
+    }
+}
+
+/// The pooled client for `id`, made on first use; `None` once the server is shutting
+/// down.
+fn client(server: &Server, id: &DialerId) -> Option<ProxyClient> {
+    let mut clients = server
         .inner
-        .client
+        .clients
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if server.shutting_down() {
+    if clients.closed || server.shutting_down() {
         return None;
     }
-    let client = slot.get_or_insert_with(|| {
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .set_host(false)
-            .build(DialConnector::new(server.clone()))
-    });
-    Some(client.clone())
+    if let Some(c) = clients.by_id.get(id) {
+        return Some(c.clone());
+    }
+    if clients.by_id.len() >= MAX_POOLED_IDS {
+        clients.by_id.clear();
+    }
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .set_host(false)
+        .build(DialConnector::to(server.clone(), id.clone()));
+    clients.by_id.insert(id.clone(), client.clone());
+    Some(client)
 }
+
+/// Forgets `id`'s pooled client (its session is gone: nothing to reuse).
+fn forget_client(server: &Server, id: &DialerId) {
+    server
+        .inner
+        .clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .by_id
+        .remove(id);
+}
+
+/// The authority of every proxied request URI. The pool of a client is per id, so
+/// it carries no meaning; the id goes in `Host` and in the connector.
+const UPSTREAM_AUTHORITY: &str = "h2rev2.invalid";
 
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -160,12 +202,12 @@ pub(crate) async fn forward(
     tls: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
-    let uri: Uri = match format!("http://{id}{path_and_query}").parse() {
+    let uri: Uri = match format!("http://{UPSTREAM_AUTHORITY}{path_and_query}").parse() {
         Ok(u) => u,
         Err(_) => {
             return text(
                 StatusCode::BAD_REQUEST,
-                format!("id {id:?} and path cannot form a request URL\n"),
+                "the path cannot form a request URL\n".into(),
             );
         }
     };
@@ -184,7 +226,7 @@ pub(crate) async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     append_forwarded(&mut parts.headers, peer, tls, host, prefix.as_deref());
-    match HeaderValue::from_str(id.as_str()) {
+    match HeaderValue::from_bytes(id.as_str().as_bytes()) {
         Ok(h) => {
             parts.headers.insert(header::HOST, h);
         }
@@ -198,7 +240,7 @@ pub(crate) async fn forward(
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let out = Request::from_parts(parts, body);
-    let Some(client) = client(server) else {
+    let Some(client) = client(server, &id) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "h2rev2: the server is shutting down\n".into(),
@@ -208,6 +250,13 @@ pub(crate) async fn forward(
         Ok(r) => r,
         Err(e) => {
             return match dial_error(&e) {
+                Some(d @ DialError::NoSession) => {
+                    forget_client(server, &id);
+                    text(
+                        StatusCode::from_u16(d.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                        format!("h2rev2: {id}: {d}\n"),
+                    )
+                }
                 Some(d) => text(
                     StatusCode::from_u16(d.status()).unwrap_or(StatusCode::BAD_GATEWAY),
                     format!("h2rev2: {id}: {d}\n"),

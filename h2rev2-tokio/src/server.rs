@@ -140,8 +140,9 @@ pub(crate) struct Inner {
     /// `Some(deadline)` once [`Server::shutdown`] began: stop accepting, drain until
     /// the deadline, then cut.
     shutdown: watch::Sender<Option<Instant>>,
-    /// The proxy's pooled client; taken (its idle conns dropped) at shutdown.
-    pub(crate) client: Mutex<Option<crate::proxy::ProxyClient>>,
+    /// The proxy's pooled clients, one per id; emptied (their idle conns dropped) and
+    /// closed at shutdown.
+    pub(crate) clients: Mutex<crate::proxy::ProxyClients>,
 }
 
 /// The public server (the Go package's `ReversePool`). Cheap to clone: every clone is a
@@ -208,7 +209,7 @@ impl Server {
             metrics: metrics.clone(),
             per_ip: Mutex::new(HashMap::new()),
             shutdown,
-            client: Mutex::new(None),
+            clients: Mutex::new(Default::default()),
         });
         let driver = Driver {
             dialer,
@@ -321,13 +322,11 @@ impl Server {
             *d = Some(d.map_or(until, |old| old.min(until)));
         });
         let until = self.inner.shutdown.borrow().unwrap_or(until);
-        drop(
-            self.inner
-                .client
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
+        self.inner
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close();
         let _ = self.inner.cmd.send(Cmd::Shutdown);
         while self.inner.metrics.connections.load(Relaxed) > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -297,11 +297,18 @@ pub fn curl_until(args: &[&str], needle: &str, timeout: Duration) -> String {
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 answering `internal ok {path}`; returns its port.
 pub fn start_http() -> u16 {
+    start_http_named("internal ok")
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 answering `{name} {path}`; returns its port.
+pub fn start_http_named(name: &str) -> u16 {
+    let name = name.to_string();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
+            let name = name.clone();
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut buf = Vec::new();
@@ -314,7 +321,7 @@ pub fn start_http() -> u16 {
                 }
                 let head = String::from_utf8_lossy(&buf);
                 let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
-                let body = format!("internal ok {path}\n");
+                let body = format!("{name} {path}\n");
                 let _ = write!(
                     s,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
