@@ -103,12 +103,16 @@ pub struct ServerArgs {
     /// PEM private key of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// Make a self-signed certificate now (instead of --cert/--key); its SHA-256
-    /// fingerprint is printed and the certificate is written to --cert-out for clients
-    /// (`client --ca FILE`).
+    /// Use a self-signed certificate (instead of --cert/--key), made on the first start
+    /// and reused by the next ones, so clients pinned with `client --ca FILE` keep
+    /// working across restarts. The certificate is written to --cert-out (give that file
+    /// to clients), its key to --self-signed-key, and the SHA-256 fingerprint is
+    /// printed. Files are written only once the port is bound.
     #[arg(long)]
     pub self_signed: bool,
-    /// Where --self-signed writes the certificate (not the key).
+    /// Where --self-signed writes the certificate for clients. Reused at the next start
+    /// when it is for the key and names all of --hostname; otherwise replaced by a new
+    /// one signed with the same key.
     #[arg(
         long,
         value_name = "FILE",
@@ -116,6 +120,11 @@ pub struct ServerArgs {
         requires = "self_signed"
     )]
     pub cert_out: PathBuf,
+    /// Where --self-signed keeps its private key (created with mode 0600, reused at every
+    /// start; keep it private, delete it to get a new key). Default: --cert-out with the
+    /// extension `.key`, e.g. h2rev2-server.key.
+    #[arg(long, value_name = "FILE", requires = "self_signed")]
+    pub self_signed_key: Option<PathBuf>,
     /// Names put in the self-signed certificate (repeatable). Default: localhost,
     /// 127.0.0.1, ::1 and the host of --listen.
     #[arg(long = "hostname", value_name = "NAME", requires = "self_signed")]

@@ -76,7 +76,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::runtime(format!("cannot make a temporary directory: {e}")))?;
     let cert_path = dir.path().join("server.crt");
     let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    let (identity, fingerprint) = crate::certs::make_self_signed(&names, &cert_path)?;
+    let cert = crate::certs::SelfSigned::ephemeral(&names, &cert_path)?;
+    let fingerprint = cert.fingerprint.clone();
     let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
 
     let mut config = ServerConfig {
@@ -86,7 +87,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     config.dialer.auth.add_token(id.clone(), &token);
     let running = server::start(ServerPlan {
         listen: format!("127.0.0.1:{}", args.port),
-        identity,
+        identity: cert.identity.clone(),
+        // Written below, without the server's report: the demo prints its own.
+        self_signed: None,
         config,
         tcp: Vec::new(),
         metrics: args.metrics,
@@ -99,6 +102,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         }
         e
     })?;
+    // In a new temporary directory, but still only once the port is bound.
+    cert.write()?;
     let port = running.addr.port();
     let hello = start_hello().await?;
 

@@ -22,6 +22,8 @@ pub struct ServerPlan {
     pub listen: String,
     /// Its certificate.
     pub identity: Identity,
+    /// With `--self-signed`: the files to write (and report) once every port is bound.
+    pub self_signed: Option<certs::SelfSigned>,
     /// Routes, auth, timeouts.
     pub config: ServerConfig,
     /// TCP forwards: listen address, id.
@@ -102,22 +104,16 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
         info!(?ids, "clients must send their token");
     }
 
-    let identity = match (&args.cert, &args.key) {
-        (Some(c), Some(k)) => certs::load_identity(c, k)?,
+    let (identity, self_signed) = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => (certs::load_identity(c, k)?, None),
         _ => {
             let names = certs::self_signed_names(&args.hostnames, &args.listen);
-            let (identity, fp) = certs::make_self_signed(&names, &args.cert_out)?;
-            let shown = std::fs::canonicalize(&args.cert_out).unwrap_or(args.cert_out.clone());
-            info!(
-                "self-signed certificate for {names:?} written to {}",
-                shown.display()
-            );
-            info!("certificate SHA-256 fingerprint {fp}");
-            info!(
-                "clients trust it with: h2rev2 client --ca {} ...",
-                shown.display()
-            );
-            identity
+            let key = args
+                .self_signed_key
+                .clone()
+                .unwrap_or_else(|| certs::default_key_path(&args.cert_out));
+            let ss = certs::SelfSigned::load_or_make(&names, &args.cert_out, &key)?;
+            (ss.identity.clone(), Some(ss))
         }
     };
 
@@ -133,6 +129,7 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
     Ok(ServerPlan {
         listen: args.listen.clone(),
         identity,
+        self_signed,
         config,
         tcp,
         metrics: args.metrics,
@@ -170,6 +167,12 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
     let server = Server::new(plan.config);
     if let Some(m) = plan.metrics {
         crate::metrics_http::start(m, server.metrics().clone()).await?;
+    }
+    // Only now that every port is ours: a start that fails to bind must not replace the
+    // certificate or key of a server still running with them.
+    if let Some(ss) = &plan.self_signed {
+        ss.write()?;
+        ss.report();
     }
     for (l, id) in forwards {
         let local = l
