@@ -130,7 +130,7 @@ pub fn bind(plan: &ClientPlan) -> Result<Listener, CliError> {
     opts.machine.max_attempts = plan.max_attempts;
     opts.machine.backoff_max = plan.max_backoff;
     opts.machine.stable_after = plan.max_backoff.max(Duration::from_secs(5));
-    Listener::bind(opts).map_err(|e| CliError::usage(format!("--server: {e}")))
+    Listener::connect(opts).map_err(|e| CliError::usage(format!("--server: {e}")))
 }
 
 /// A refusal by the public server, parsed from the Listener's status text

@@ -73,7 +73,7 @@ async fn expose(args: &[String]) -> Result<()> {
     };
     let mut opts = ListenerOptions::new(url, id.clone(), tls::client_config(trust, None)?)?;
     opts.token = std::env::var("H2REV2_TOKEN").ok();
-    let listener = Listener::bind(opts)?;
+    let listener = Listener::connect(opts)?;
     eprintln!("registering as {id} at {url} ...");
     serve(listener, id).await
 }
@@ -163,7 +163,7 @@ async fn demo() -> Result<()> {
 
     let mut opts = ListenerOptions::new(&url, id.clone(), tls::client_config(trust, None)?)?;
     opts.token = Some("s3cret".into());
-    let listener = Listener::bind(opts)?;
+    let listener = Listener::connect(opts)?;
     listener.wait_up().await?;
     println!("{id} registered; its status service is reachable through the tunnel");
     smol::spawn(serve(listener, id.clone())).detach();

@@ -1,5 +1,6 @@
-//! Byte transports under HTTP/2: how a Listener connects, and the bridge from
-//! futures-io to the tokio I/O traits that h2 is written against.
+//! Byte transports under HTTP/2: how a Listener connects (futures-io transport plus
+//! futures-rustls), and the bridge from futures-io to the tokio I/O traits that h2 is
+//! written against.
 
 use std::fmt;
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_io::{AsyncRead, AsyncWrite};
+use h2rev2_driver::io::{Connect, ConnectFuture, Connected, Target};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 /// A byte stream HTTP/2 can run over: any futures-io `AsyncRead + AsyncWrite`
@@ -26,7 +28,8 @@ type ConnectFn =
 /// How a Listener opens its connection to the public server, given `host:port`.
 ///
 /// The default is [`Connector::tcp`]. Give your own to use another runtime's sockets,
-/// a SOCKS or HTTP CONNECT proxy, or a Unix socket; TLS is added on top.
+/// a SOCKS or HTTP CONNECT proxy, or a Unix socket; TLS (futures-rustls) is added on
+/// top. Vectored writes are passed through in cleartext only (see the crate docs).
 ///
 /// ```
 /// use h2rev2_smol::Connector;
@@ -71,9 +74,30 @@ impl Connector {
             Box::pin(async move { fut.await.map(|t| Box::new(t) as BoxTransport) })
         }))
     }
+}
 
-    pub(crate) async fn connect(&self, addr: String) -> io::Result<BoxTransport> {
-        (self.0)(addr).await
+impl Connect for Connector {
+    fn connect(&self, target: Target) -> ConnectFuture {
+        let transport = (self.0)(target.addr.clone());
+        Box::pin(async move {
+            let io = transport.await?;
+            let Some(tls) = target.tls else {
+                return Ok(Connected {
+                    io: Box::new(H2Io::new(io, true)),
+                    alpn: None,
+                });
+            };
+            let name = crate::tls::server_name(&target.host).map_err(io::Error::other)?;
+            let stream = futures_rustls::TlsConnector::from(tls)
+                .connect(name, io)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+            let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            Ok(Connected {
+                io: Box::new(H2Io::new(stream, false)),
+                alpn,
+            })
+        })
     }
 }
 

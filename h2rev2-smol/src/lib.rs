@@ -40,7 +40,7 @@
 //!         // NAT side: register, reconnect forever, accept reverse conns.
 //!         let mut opts = ListenerOptions::new(&url, id.clone(), tls::client_config(trust, None)?)?;
 //!         opts.token = Some("s3cret".into());
-//!         let listener = Listener::bind(opts)?;
+//!         let listener = Listener::connect(opts)?;
 //!         listener.wait_up().await?; // registered: the server can dial it now
 //!         smol::spawn(async move {
 //!             while let Ok(mut conn) = listener.accept().await {
@@ -80,27 +80,26 @@
 //! | item | what |
 //! | --- | --- |
 //! | [`Listener`], [`ListenerOptions`], [`Status`] | the NAT side: connect, control stream, spares, reconnect with backoff, `accept()` |
-//! | [`Server`], [`ServerConfig`] | the public side: `B/revdial`, [`Server::dial`], graceful [`Server::shutdown`] |
-//! | [`RevConn`] | one HTTP/2 stream as a futures-io byte connection (PROTOCOL.md 5) |
+//! | [`Server`], [`ServerConfig`] | the public side: `B/revdial`, the HTTP proxy, `dial`, graceful `shutdown` (through `Deref` to [`driver::Server`]) |
+//! | [`RevConn`] | one HTTP/2 stream as a byte connection, futures-io (and tokio) `AsyncRead + AsyncWrite` (PROTOCOL.md 5) |
 //! | [`relay`] | copy both ways with half-close, to expose a local TCP service |
 //! | [`Spawner`] | where background tasks run: smol's global executor, your [`smol::Executor`], or any executor |
 //! | [`Connector`], [`Transport`] | how the Listener reaches the server (smol TCP by default; any futures-io stream) |
 //! | [`tls`] | certificates and rustls configs (ring), shared with `h2rev2-tokio` as plain rustls types |
 //! | [`H2Settings`] | the core's HTTP/2 settings (windows, flood limits, PING keep-alive) |
 //!
-//! Not here, by design: the HTTP reverse proxy (`B/proxy/{id}/…`, the default route),
-//! the hyper connector, metrics, and TCP forwarding on the public side are
-//! `h2rev2-tokio`'s, since they are hyper and tokio programs. This server answers those
-//! routes `404` with a body naming `h2rev2-tokio` ([`NO_PROXY_HERE`]). For ids bound
-//! to client certificates, terminate TLS yourself and pass the certificate's
-//! identities to [`Server::serve_connection`].
+//! The public server is the same as `h2rev2-tokio`'s (both are the shared
+//! `h2rev2-driver`): the HTTP reverse proxy (`B/proxy/{id}/…`, the default route),
+//! metrics, [`DialConnector`], TCP forwarding, ids bound to client certificates.
+//! This crate adds smol's sockets, futures-rustls and the [`Spawner`].
 //!
 //! ## No tokio runtime
 //!
 //! h2 is written against tokio's I/O *traits*. They are bridged with
 //! `tokio_util::compat` (the crate `async-compat` is avoided: it starts a hidden tokio
 //! runtime), and `tokio` is a dependency with no runtime feature. Timers and sockets
-//! are async-io's; channels are async-channel's. The tests prove it: a probe
+//! are async-io's; channels are tokio's runtime-agnostic `sync` types and
+//! async-channel's. The tests prove it: a probe
 //! (`tests/common`) wraps every task of the Listener and the server, in every test,
 //! cross-runtime ones included, and checks at each poll that
 //! `tokio::runtime::Handle::try_current()` fails
@@ -117,50 +116,52 @@
 //! #     h2rev2_smol::tls::client_config(trust, None).unwrap()
 //! # }
 //! use h2rev2_smol::proto::wire::DialerId;
-//! use h2rev2_smol::{Connector, ListenerOptions, Spawner};
+//! use h2rev2_smol::{Connector, Listener, ListenerOptions, Spawner};
 //! let id = DialerId::new("sensor-7").unwrap();
-//! let mut opts = ListenerOptions::new("https://public.example:9090", id, tls()).unwrap();
-//! opts.spawner = Spawner::new(|task| {
+//! let opts = ListenerOptions::new("https://public.example:9090", id, tls()).unwrap();
+//! let spawner = Spawner::new(|task| {
 //!     async_std::task::spawn(task);
 //! });
-//! opts.connector = Connector::new(|addr: String| async_std::net::TcpStream::connect(addr));
+//! let connector = Connector::new(|addr: String| async_std::net::TcpStream::connect(addr));
+//! let listener = Listener::connect_with(opts, connector, spawner).unwrap();
+//! # drop(listener);
 //! ```
 //!
 //! ## Vectored writes
 //!
 //! h2 writes a DATA frame's header and payload as one vectored write when its
 //! transport says it can. `tokio_util::compat` passes only the first slice on, so this
-//! crate forwards vectored writes itself, on cleartext transports only: measured with
-//! `tests/vectored_writes.rs` (256 MiB through one stream on 127.0.0.1), they save
-//! 10-20% of CPU per byte in cleartext, and cost 5-15% more over futures-rustls, where
-//! they are therefore not forwarded.
+//! crate forwards vectored writes itself, on cleartext transports only: measured in
+//! the previous release (256 MiB through one stream on 127.0.0.1), they saved 10-20%
+//! of CPU per byte in cleartext and cost 5-15% more over futures-rustls, where they are
+//! therefore not forwarded.
 //!
 //! ## The run loop, for the curious
 //!
-//! Each side is a driver task that owns a core state machine
+//! Each side is a driver task of `h2rev2-driver` that owns a core state machine
 //! ([`h2rev2_proto::listener::Listener`], [`h2rev2_proto::dialer::Dialer`]), feeds it
 //! events from a channel, and carries out its actions on h2; each [`RevConn`] carries
-//! out the steps of a [`h2rev2_proto::conn::Conn`]. `h2rev2-tokio` has the same shape
-//! over tokio.
+//! out the steps of a [`h2rev2_proto::conn::Conn`]. The tasks and timers are the
+//! [`Spawner`]'s and async-io's.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod conn;
+mod binding;
 mod io;
-mod listener;
 mod relay;
-mod server;
-pub mod settings;
 mod spawn;
-mod status;
 pub mod tls;
 
-pub use conn::RevConn;
+pub use binding::{Listener, Server};
+pub use h2rev2_driver as driver;
+pub use h2rev2_driver::{
+    BoxError, CertIdentity, ConnectError, DialConnector, H2Settings, ListenerOptions, Metrics,
+    OptionsError, ProxyBody, ProxyService, RevConn, ServerConfig, Status, metrics, settings,
+};
 pub use h2rev2_proto as proto;
+pub use h2rev2_proto::dialer::{DialError, Stats};
+pub use h2rev2_proto::wire::DialerId;
 pub use io::{BoxTransport, Connector, Transport};
-pub use listener::{Listener, ListenerOptions, OptionsError, Status};
 pub use relay::relay;
-pub use server::{NO_PROXY_HERE, Server, ServerConfig};
-pub use settings::H2Settings;
 pub use spawn::{Spawner, Task};

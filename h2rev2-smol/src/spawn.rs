@@ -1,4 +1,4 @@
-//! Where the adapter's background tasks run.
+//! Where the adapter's background tasks run, and smol as the drivers' runtime.
 //!
 //! The adapter spawns a few detached tasks (a driver, one per HTTP/2 connection, one
 //! per control stream). A [`Spawner`] says where: smol's global executor by default,
@@ -11,9 +11,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-/// A boxed task, as handed to a [`Spawner`].
-pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub use h2rev2_driver::runtime::Task;
+use h2rev2_driver::runtime::{Rt, Runtime, Timer};
 
 /// Runs the adapter's background tasks, detached. Cheap to clone.
 ///
@@ -62,5 +64,40 @@ impl Spawner {
     /// Spawns `fut`, detached.
     pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
         (self.0)(Box::pin(fut))
+    }
+}
+
+/// async-io's timer as the drivers' [`Timer`].
+struct SmolTimer(smol::Timer);
+
+impl Future for SmolTimer {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl Timer for SmolTimer {
+    fn reset(mut self: Pin<&mut Self>, at: Instant) {
+        self.0.set_at(at);
+    }
+}
+
+/// The drivers' runtime: tasks through the spawner, timers from async-io (whose
+/// reactor runs by itself: no particular executor is needed).
+impl Runtime for Spawner {
+    fn spawn(&self, task: Task) {
+        (self.0)(task)
+    }
+
+    fn timer(&self, at: Instant) -> Pin<Box<dyn Timer>> {
+        Box::pin(SmolTimer(smol::Timer::at(at)))
+    }
+}
+
+impl Spawner {
+    /// As the drivers' runtime handle.
+    pub fn rt(&self) -> Rt {
+        Rt::new(self.clone())
     }
 }

@@ -12,8 +12,8 @@ pub use h2rev2_tls::{
 };
 use rustls::{ClientConfig, ServerConfig};
 
-/// The public server's TLS config: ALPN `h2` and `http/1.1` (HTTP/1.1 Clients get a
-/// short `404` naming h2rev2-tokio, which serves the HTTP proxy).
+/// The public server's TLS config: ALPN `h2` and `http/1.1` (HTTP/1.1 Clients reach
+/// the HTTP proxy).
 pub fn server_config(identity: Identity) -> Result<Arc<ServerConfig>, TlsError> {
     h2rev2_tls::server_config(identity, None)
 }

@@ -67,13 +67,12 @@ fn smol_listener_serves_on_async_std() {
         let url = format!("https://localhost:{port}");
         let mut opts = ListenerOptions::new(&url, id("nas"), tls).unwrap();
         opts.token = Some("tok".into());
-        opts.connector = Connector::new(|addr: String| async move {
+        let connector = Connector::new(|addr: String| async move {
             let tcp = async_std::net::TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             Ok(tcp)
         });
-        opts.spawner = spawner;
-        let listener = Listener::bind(opts).unwrap();
+        let listener = Listener::connect_with(opts, connector, spawner).unwrap();
         with_timeout(Duration::from_secs(10), listener.wait_up())
             .await
             .unwrap();

@@ -75,8 +75,13 @@ fn smol_listener_against_tokio_server_survives_its_restart() {
             opts.token = Some(TOKEN.into());
             opts.machine.backoff_initial = Duration::from_millis(50);
             opts.machine.backoff_max = Duration::from_millis(500);
-            opts.spawner = p.spawner(|t| smol::spawn(t).detach());
-            let listener = h2rev2_smol::Listener::bind(opts).unwrap();
+            let spawner = p.spawner(|t| smol::spawn(t).detach());
+            let listener = h2rev2_smol::Listener::connect_with(
+                opts,
+                h2rev2_smol::Connector::default(),
+                spawner,
+            )
+            .unwrap();
             let serve = async {
                 while let Ok(conn) = listener.accept().await {
                     let tx = uploads_tx.clone();
@@ -138,8 +143,8 @@ fn tokio_listener_against_smol_server_survives_its_restart() {
     let start_smol_server = |port: u16| {
         let mut config = h2rev2_smol::ServerConfig::default();
         config.dialer.auth.add_token(id(ID), TOKEN);
-        config.spawner = probe.spawner(|t| smol::spawn(t).detach());
-        let server = h2rev2_smol::Server::new(config);
+        let spawner = probe.spawner(|t| smol::spawn(t).detach());
+        let server = h2rev2_smol::Server::with_spawner(config, spawner);
         let tcp = smol::block_on(smol::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
         let port = tcp.local_addr().unwrap().port();
         smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
@@ -156,7 +161,7 @@ fn tokio_listener_against_smol_server_survives_its_restart() {
     opts.machine.backoff_initial = Duration::from_millis(50);
     opts.machine.backoff_max = Duration::from_millis(500);
     rt.spawn(async move {
-        let mut listener = h2rev2_tokio::Listener::bind(opts).unwrap();
+        let listener = h2rev2_tokio::Listener::connect(opts).unwrap();
         while let Ok(conn) = listener.accept().await {
             let tx = uploads_tx.clone();
             tokio::spawn(async move {

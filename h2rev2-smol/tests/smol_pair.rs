@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use h2rev2_smol::proto::dialer::DialError;
-use h2rev2_smol::{Listener, ListenerOptions, Server, ServerConfig};
+use h2rev2_smol::{Connector, Listener, ListenerOptions, Server, ServerConfig};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
@@ -30,8 +30,7 @@ async fn setup(probe: &Arc<RuntimeProbe>, certs: &Certs) -> Setup {
 async fn setup_with_spares(probe: &Arc<RuntimeProbe>, certs: &Certs, spares: usize) -> Setup {
     let mut config = ServerConfig::default();
     config.dialer.auth.add_token(id("box"), "tok");
-    config.spawner = probe.spawner(|t| smol::spawn(t).detach());
-    let server = Server::new(config);
+    let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
@@ -40,8 +39,12 @@ async fn setup_with_spares(probe: &Arc<RuntimeProbe>, certs: &Certs, spares: usi
     let mut opts = ListenerOptions::new(&url, id("box"), certs.client_tls()).unwrap();
     opts.token = Some("tok".into());
     opts.machine.spares = spares;
-    opts.spawner = probe.spawner(|t| smol::spawn(t).detach());
-    let listener = Listener::bind(opts).unwrap();
+    let listener = Listener::connect_with(
+        opts,
+        Connector::default(),
+        probe.spawner(|t| smol::spawn(t).detach()),
+    )
+    .unwrap();
     with_timeout(Duration::from_secs(10), listener.wait_up())
         .await
         .unwrap();
@@ -105,7 +108,7 @@ fn no_tokio_runtime_in_any_task_and_bytes_both_ways() {
 }
 
 #[test]
-fn unknown_id_fails_at_once_and_proxy_routes_name_the_tokio_adapter() {
+fn unknown_id_fails_at_once_and_the_http_proxy_reaches_the_listener() {
     init_tracing();
     let probe = Arc::new(RuntimeProbe::default());
     let certs = Certs::new();
@@ -116,7 +119,34 @@ fn unknown_id_fails_at_once_and_proxy_routes_name_the_tokio_adapter() {
         assert_eq!(e, DialError::NoSession);
         assert!(started.elapsed() < Duration::from_secs(1));
 
-        // An HTTP/2 Client asking for the proxy route gets a 404 naming h2rev2-tokio.
+        // The HTTP proxy runs on smol too: an HTTP/2 Client's request on the proxy
+        // route reaches a tiny HTTP/1.1 responder behind the Listener.
+        let listener = s.listener;
+        smol::spawn(probe.wrap(async move {
+            while let Ok(mut conn) = listener.accept().await {
+                smol::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+                    let body = format!("hello from box {path}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                    let _ = conn.close().await;
+                })
+                .detach();
+            }
+        }))
+        .detach();
         let tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
         let tls = futures_rustls::TlsConnector::from(certs.client_tls())
             .connect(h2rev2_smol::tls::server_name("localhost").unwrap(), tcp)
@@ -134,14 +164,14 @@ fn unknown_id_fails_at_once_and_proxy_routes_name_the_tokio_adapter() {
             .unwrap();
         let (resp, _) = h2.send_request(req, true).unwrap();
         let resp = resp.await.unwrap();
-        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.status(), 200);
         let mut body = resp.into_body();
         let mut text = Vec::new();
         while let Some(chunk) = body.data().await {
             text.extend_from_slice(&chunk.unwrap());
         }
         let text = String::from_utf8(text).unwrap();
-        assert!(text.contains("h2rev2-tokio"), "{text}");
+        assert_eq!(text, "hello from box /x");
 
         // A revdial request without a token is refused (401), with a reason.
         let req = http::Request::get(format!("https://localhost:{}/revdial?id=box", s.port))
@@ -149,31 +179,29 @@ fn unknown_id_fails_at_once_and_proxy_routes_name_the_tokio_adapter() {
             .unwrap();
         let (resp, _) = h2.send_request(req, false).unwrap();
         assert_eq!(resp.await.unwrap().status(), 401);
-        drop(s.listener);
     }));
     probe.assert_clean(10);
 }
 
 #[test]
-fn http1_clients_get_a_404_naming_h2rev2_tokio() {
+fn http1_clients_of_an_unknown_id_get_a_502_at_once() {
     let probe = Arc::new(RuntimeProbe::default());
     smol::block_on(async {
         let config = ServerConfig {
-            spawner: probe.spawner(|t| smol::spawn(t).detach()),
             ..ServerConfig::default()
         };
-        let server = Server::new(config);
+        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         smol::spawn(server.clone().serve_cleartext(tcp)).detach();
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET /proxy/a/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.write_all(b"GET /proxy/a/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         let mut resp = String::new();
         c.read_to_string(&mut resp).await.unwrap();
-        assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
-        assert!(resp.contains("h2rev2-tokio"), "{resp}");
+        assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+        assert!(resp.contains("no Listener is connected"), "{resp}");
         server.shutdown(Duration::from_millis(100)).await;
     });
     probe.assert_clean(2);
@@ -272,8 +300,7 @@ fn listener_reconnects_after_the_server_restarts_on_the_same_port() {
         // A new server on the same port: the Listener finds it with its backoff.
         let mut config = ServerConfig::default();
         config.dialer.auth.add_token(id("box"), "tok");
-        config.spawner = probe.spawner(|t| smol::spawn(t).detach());
-        let server = Server::new(config);
+        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
         let tcp = TcpListener::bind(("127.0.0.1", s.port)).await.unwrap();
         smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
         eventually(Duration::from_secs(15), async || {
@@ -479,8 +506,7 @@ fn a_silently_dead_path_is_noticed_by_ping_and_the_listener_reconnects() {
         let mut config = ServerConfig::default();
         config.dialer.auth.add_token(id("box"), "tok");
         config.h2 = h2;
-        config.spawner = probe.spawner(|t| smol::spawn(t).detach());
-        let server = Server::new(config);
+        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = tcp.local_addr().unwrap();
         smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
@@ -492,8 +518,12 @@ fn a_silently_dead_path_is_noticed_by_ping_and_the_listener_reconnects() {
         opts.h2 = h2;
         opts.machine.backoff_initial = Duration::from_millis(50);
         opts.machine.backoff_max = Duration::from_millis(200);
-        opts.spawner = probe.spawner(|t| smol::spawn(t).detach());
-        let listener = Listener::bind(opts).unwrap();
+        let listener = Listener::connect_with(
+            opts,
+            Connector::default(),
+            probe.spawner(|t| smol::spawn(t).detach()),
+        )
+        .unwrap();
         with_timeout(Duration::from_secs(10), listener.wait_up())
             .await
             .unwrap();
@@ -574,11 +604,10 @@ fn http2_connection_without_a_request_is_closed() {
     let probe = Arc::new(RuntimeProbe::default());
     smol::block_on(async {
         let config = ServerConfig {
-            spawner: probe.spawner(|t| smol::spawn(t).detach()),
             handshake_timeout: Duration::from_millis(300),
             ..ServerConfig::default()
         };
-        let server = Server::new(config);
+        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         smol::spawn(server.clone().serve_cleartext(tcp)).detach();

@@ -1,14 +1,16 @@
 //! # h2rev2-tokio: reverse connections over HTTP/2 for tokio
 //!
-//! The tokio adapter of [`h2rev2_proto`]: TCP, TLS (rustls), HTTP/2 (h2), hyper for
-//! HTTP semantics, and the loops that feed the core's state machines.
+//! The tokio binding of h2rev2: tokio as the runtime, tokio sockets and tokio-rustls,
+//! over [`h2rev2_driver`] (the drivers, conns, HTTP proxy; shared with `h2rev2-smol`)
+//! and [`h2rev2_proto`] (every protocol decision). Plus [`nat`]: ready-made NAT-side
+//! services on hyper's tokio client.
 //!
 //! * Public side: [`Server`] accepts Listeners on `B/revdial`, proxies Clients'
 //!   requests on `B/proxy/{id}/…`, and [`Server::dial`] returns a reverse conn;
 //!   [`DialConnector`] lets a hyper client call NATed servers;
 //!   [`Server::service`] mounts the proxy routes in your own hyper or axum server
 //!   (Listeners still connect to the built-in HTTP/2 listener, [`Server::serve`]).
-//! * NAT side: [`Listener`] dials out, reconnects forever, and
+//! * NAT side: [`Listener::connect`] dials out, reconnects forever, and
 //!   [`Listener::accept`] yields conns; [`nat::serve_http_proxy`] and
 //!   [`nat::relay_tcp`] are ready-made services over it.
 //! * [`RevConn`] is `AsyncRead + AsyncWrite` with the semantics of PROTOCOL.md 5.
@@ -20,9 +22,8 @@
 //! half behind the NAT, the server half on the public machine.
 //!
 //! ```
-//! use h2rev2_tokio::proto::wire::DialerId;
 //! use h2rev2_tokio::tls::{self, Identity, ServerTrust};
-//! use h2rev2_tokio::{Listener, ListenerOptions, Server, ServerConfig};
+//! use h2rev2_tokio::{DialerId, Listener, ListenerOptions, Server, ServerConfig};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -43,7 +44,7 @@
 //! let tls = tls::client_config(trust, None, &[tls::ALPN_H2])?;
 //! let mut opts = ListenerOptions::new(&url, id.clone(), tls)?;
 //! opts.token = Some("s3cret".into());
-//! let mut listener = Listener::bind(opts)?;
+//! let listener = Listener::connect(opts)?;
 //! listener.wait_up().await?;
 //! tokio::spawn(async move {
 //!     while let Ok(mut conn) = listener.accept().await {
@@ -74,26 +75,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod conn;
-mod connector;
-mod identity;
-mod keepalive;
-mod listener;
-pub mod metrics;
+mod binding;
 pub mod nat;
-mod proxy;
-mod relay;
-mod server;
-pub mod settings;
 
-pub use conn::RevConn;
-pub use connector::{ConnectError, DialConnector};
+pub use binding::{Connector, Listener, Server, TokioRuntime, Transport};
+pub use h2rev2_driver as driver;
+pub use h2rev2_driver::{
+    BoxError, CertIdentity, ConnectError, DialConnector, H2Settings, ListenerOptions, Metrics,
+    OptionsError, ProxyBody, ProxyService, RevConn, ServerConfig, Status, metrics, relay, settings,
+    tls,
+};
 pub use h2rev2_proto as proto;
-/// TLS configuration (certificates, ALPN, how a Listener trusts the server).
-pub use h2rev2_tls as tls;
-pub use identity::CertIdentity;
-pub use listener::{Listener, ListenerOptions, OptionsError, Status};
-pub use proxy::{BoxError, ProxyBody, ProxyService};
-pub use relay::relay;
-pub use server::{Server, ServerConfig};
-pub use settings::H2Settings;
+pub use h2rev2_proto::dialer::{DialError, Stats};
+pub use h2rev2_proto::wire::DialerId;

@@ -16,8 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::{debug, info};
 
-use crate::listener::Listener;
-use crate::proxy::{BoxError, ProxyBody, strip_hop_by_hop, text};
+use crate::Listener;
+use h2rev2_driver::{BoxError, ProxyBody, strip_hop_by_hop, text_response as text};
 
 /// Settings of [`serve_http_proxy`].
 #[derive(Clone, Debug)]
@@ -49,7 +49,7 @@ type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Serves every conn accepted by `listener` as HTTP/1.1, forwarding each request to the
 /// internal server. Returns when the Listener closes.
-pub async fn serve_http_proxy(mut listener: Listener, opts: HttpProxyOptions) -> io::Result<()> {
+pub async fn serve_http_proxy(listener: Listener, opts: HttpProxyOptions) -> io::Result<()> {
     let scheme = opts.target.scheme_str().unwrap_or("");
     if scheme != "http" && scheme != "https" || opts.target.authority().is_none() {
         return Err(io::Error::new(
@@ -184,7 +184,7 @@ async fn forward(
             let upstream = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 if let Ok((c, u)) = tokio::try_join!(client_up, upstream) {
-                    let _ = crate::relay::relay(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                    let _ = h2rev2_driver::relay(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
                 }
             });
             return resp.map(|b| b.map_err(BoxError::from).boxed());
@@ -196,7 +196,7 @@ async fn forward(
 
 /// Relays every conn accepted by `listener` to a TCP connection to `target`
 /// (`host:port`). Returns when the Listener closes.
-pub async fn relay_tcp(mut listener: Listener, target: String) -> io::Result<()> {
+pub async fn relay_tcp(listener: Listener, target: String) -> io::Result<()> {
     loop {
         let mut conn = listener.accept().await?;
         let target = target.clone();
@@ -204,7 +204,7 @@ pub async fn relay_tcp(mut listener: Listener, target: String) -> io::Result<()>
             match tokio::net::TcpStream::connect(&target).await {
                 Ok(mut tcp) => {
                     let _ = tcp.set_nodelay(true);
-                    match crate::relay::relay(&mut conn, &mut tcp).await {
+                    match h2rev2_driver::relay(&mut conn, &mut tcp).await {
                         Ok((a, b)) => debug!(%target, to_target = a, from_target = b, "relay done"),
                         Err(e) => debug!(%target, error = %e, "relay ended"),
                     }

@@ -477,7 +477,7 @@ async fn mtls_listener_works(public: &Public, certs: &Certs, id: &str, cert: Ide
     .unwrap();
     // No spares: the dial's stream is the next accepted conn.
     opts.machine.spares = 0;
-    let mut listener = bind_listener(opts);
+    let listener = bind_listener(opts);
     timeout(Duration::from_secs(10), listener.wait_up())
         .await
         .expect("Listener with a client certificate up within 10 s")

@@ -259,7 +259,7 @@ async fn spares_reset_by_the_listener_are_not_handed_out() {
     let public = start_public(&certs, token_config(&[("app", "tok")])).await;
     let mut opts = listener_opts(&public, &certs, "app", Some("tok"));
     opts.machine.spares = 2;
-    let mut listener = bind_listener(opts);
+    let listener = bind_listener(opts);
     timeout(Duration::from_secs(10), listener.wait_up())
         .await
         .unwrap()

@@ -245,7 +245,7 @@ async fn public_server_restart_in_process() {
 fn tagged_nat(public: &Public, certs: &Certs, tag: u8, count: Arc<AtomicUsize>) -> NatSide {
     let mut opts = listener_opts(public, certs, "app", Some("tok"));
     opts.machine.spares = 1;
-    NatSide::start(opts, move |mut l: Listener| async move {
+    NatSide::start(opts, move |l: Listener| async move {
         while let Ok(mut conn) = l.accept().await {
             let count = count.clone();
             tokio::spawn(async move {

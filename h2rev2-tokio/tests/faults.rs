@@ -206,7 +206,7 @@ async fn listener_killed_and_restarted_during_100_transfers() {
     let server = public.server.clone();
 
     let serve = |pause: Duration| {
-        move |mut listener: Listener| async move {
+        move |listener: Listener| async move {
             while let Ok(mut c) = listener.accept().await {
                 tokio::spawn(async move {
                     let _ = write_pattern(&mut c, N, 16 << 10, pause).await;
@@ -356,7 +356,7 @@ async fn public_server_killed_during_transfers() {
     // No spares: every conn the Listener accepts is one the public side dialed.
     opts.machine.spares = 0;
     fast_opts(&mut opts);
-    let mut listener = Listener::bind(opts).unwrap();
+    let listener = Listener::connect(opts).unwrap();
     let mut status = listener.watch_status();
     wait_status(&mut status, "Listener up", |s| *s == Status::Up).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -549,7 +549,7 @@ async fn tcp_cut_without_fin_is_noticed_by_ping_on_both_sides() {
     opts.machine.spares = 0;
     fast_opts(&mut opts);
     ping(&mut opts.h2);
-    let mut listener = Listener::bind(opts).unwrap();
+    let listener = Listener::connect(opts).unwrap();
     let mut status = listener.watch_status();
     wait_status(&mut status, "Listener up", |s| *s == Status::Up).await;
     let server = public.server.clone();
@@ -758,7 +758,7 @@ async fn one_conn(server: &Server) {
 }
 
 /// The NAT side of every reverse conn: answers `?` with `!`, then closes.
-async fn answer_all(mut listener: Listener) {
+async fn answer_all(listener: Listener) {
     while let Ok(mut l) = listener.accept().await {
         tokio::spawn(async move {
             let mut b = [0u8; 1];

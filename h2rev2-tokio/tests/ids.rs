@@ -19,7 +19,7 @@ use proptest::prelude::*;
 
 /// Serves, on every conn of `listener`, an HTTP/1.1 server that answers with the id it
 /// registered as and the `Host` it was sent.
-fn answer_as(mut listener: Listener, id: DialerId) -> tokio::task::JoinHandle<()> {
+fn answer_as(listener: Listener, id: DialerId) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok(conn) = listener.accept().await {
             let id = id.clone();

@@ -111,7 +111,7 @@ pub async fn wait_session(server: &Server, n: usize) {
 }
 
 pub fn bind_listener(opts: ListenerOptions) -> Listener {
-    Listener::bind(opts).unwrap()
+    Listener::connect(opts).unwrap()
 }
 
 /// Deterministic content of `/big/{n}`.
@@ -509,7 +509,7 @@ impl NatSide {
             .unwrap();
         let status = {
             let _guard = rt.enter();
-            let listener = Listener::bind(opts).unwrap();
+            let listener = Listener::connect(opts).unwrap();
             let status = listener.watch_status();
             rt.spawn(serve(listener));
             status

@@ -445,7 +445,7 @@ fn start_service(listener: Listener, service: Service, held: Arc<AtomicUsize>) -
                 let _ = nat::relay_tcp(listener, target).await;
             }
             Service::Hold => {
-                let mut listener = listener;
+                let listener = listener;
                 while let Ok(conn) = listener.accept().await {
                     hold_conn(conn, held.clone());
                 }
@@ -461,7 +461,7 @@ impl NatState {
         o.machine.backoff_initial = Duration::from_millis(50);
         o.machine.backoff_max = Duration::from_millis(500);
         tune(&mut o.h2, &mut o.conn);
-        Ok(Listener::bind(o)?)
+        Ok(Listener::connect(o)?)
     }
 }
 

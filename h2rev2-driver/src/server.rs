@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::RecvStream;
@@ -26,13 +26,13 @@ use h2rev2_proto::idle::IdleRule;
 use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::conn::RevConn;
+use crate::io::BoxIo;
 use crate::metrics::Metrics;
+use crate::runtime::Rt;
 use crate::settings::H2Settings;
 
 /// How long an HTTP/2 connection closed for idleness (or for never opening a stream)
@@ -132,6 +132,7 @@ enum Cmd {
 }
 
 pub(crate) struct Inner {
+    pub(crate) rt: Rt,
     cmd: mpsc::UnboundedSender<Cmd>,
     pub(crate) config: ServerConfig,
     next: AtomicU64,
@@ -145,26 +146,11 @@ pub(crate) struct Inner {
     pub(crate) clients: Mutex<crate::proxy::ProxyClients>,
 }
 
-/// The public server (the Go package's `ReversePool`). Cheap to clone: every clone is a
-/// handle to the same server.
+/// The public server (the Go package's `ReversePool`), on any [`Rt`]. Cheap to clone:
+/// every clone is a handle to the same server.
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use h2rev2_tokio::{tls, Server, ServerConfig};
-/// use h2rev2_proto::wire::DialerId;
-///
-/// let mut config = ServerConfig::default();
-/// config.dialer.auth.add_token(DialerId::new("db")?, "s3cret");
-/// let server = Server::new(config);
-/// let (identity, _, _) = tls::Identity::self_signed(&["localhost".into()])?;
-/// let tls = tls::server_config(identity, None)?;
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
-/// tokio::spawn(server.clone().serve(listener, tls));
-///
-/// // Later: a byte connection to the NATed machine registered as "db".
-/// let conn = server.dial(&DialerId::new("db")?).await?;
-/// # drop(conn); Ok(()) }
-/// ```
+/// The runtime bindings wrap it (`h2rev2_tokio::Server`, `h2rev2_smol::Server`) with
+/// their runtime, sockets and TLS; everything it does is here, once.
 #[derive(Clone)]
 pub struct Server {
     pub(crate) inner: Arc<Inner>,
@@ -195,14 +181,15 @@ impl Drop for CancelOnDrop<'_> {
 }
 
 impl Server {
-    /// Starts the server's driver task. Must be called inside a tokio runtime.
-    pub fn new(config: ServerConfig) -> Server {
+    /// Starts the server's driver task on `rt`.
+    pub fn new(config: ServerConfig, rt: Rt) -> Server {
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
         let seed = fastrand::u64(..);
         let dialer = Dialer::new(config.dialer.clone(), seed);
         let (shutdown, _) = watch::channel(None);
         let inner = Arc::new(Inner {
+            rt: rt.clone(),
             cmd: tx.clone(),
             config,
             next: AtomicU64::new(1),
@@ -221,9 +208,20 @@ impl Server {
             dials: HashMap::new(),
             metrics,
             conn_config: inner.config.conn,
+            rt: rt.clone(),
         };
-        tokio::spawn(driver.run(rx));
+        rt.spawn(driver.run(rx));
         Server { inner }
+    }
+
+    /// HTTP connections open now (Listeners' and Clients').
+    pub fn connections(&self) -> usize {
+        self.inner.metrics.connections.load(Relaxed) as usize
+    }
+
+    /// The runtime it runs on.
+    pub fn runtime(&self) -> &Rt {
+        &self.inner.rt
     }
 
     /// The configuration.
@@ -253,7 +251,7 @@ impl Server {
     /// with [`DialError::Timeout`] after the configured dial timeout. Dropping the
     /// future cancels the dial.
     pub async fn dial(&self, id: &DialerId) -> Result<RevConn, DialError> {
-        let started = Instant::now();
+        let started = self.inner.rt.now();
         let dial = DialId(self.next_id());
         let (reply, rx) = oneshot::channel();
         if self
@@ -281,8 +279,9 @@ impl Server {
         match &result {
             Ok(_) => {
                 m.dials_ok.fetch_add(1, Relaxed);
-                m.observe_dial(started.elapsed());
-                info!(%id, latency_us = started.elapsed().as_micros() as u64, "dial");
+                let latency = self.inner.rt.now().saturating_duration_since(started);
+                m.observe_dial(latency);
+                info!(%id, latency_us = latency.as_micros() as u64, "dial");
             }
             Err(e) => {
                 let slot = match e {
@@ -316,7 +315,7 @@ impl Server {
     /// when every connection is done or `deadline` has passed. Connections still open
     /// at the deadline are cut, even if this future was dropped before.
     pub async fn shutdown(&self, deadline: Duration) {
-        let until = Instant::now() + deadline;
+        let until = self.inner.rt.now() + deadline;
         self.inner.shutdown.send_modify(|d| {
             // A second call may shorten the deadline, never extend it.
             *d = Some(d.map_or(until, |old| old.min(until)));
@@ -328,28 +327,42 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner())
             .close();
         let _ = self.inner.cmd.send(Cmd::Shutdown);
-        while self.inner.metrics.connections.load(Relaxed) > 0 && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Until the deadline connections finish by themselves; at the deadline they are
+        // cut, which takes their tasks a moment more.
+        let cut_by = until + Duration::from_secs(1);
+        while self.inner.metrics.connections.load(Relaxed) > 0 && self.inner.rt.now() < cut_by {
+            let step = if self.inner.rt.now() < until { 20 } else { 2 };
+            self.inner.rt.sleep(Duration::from_millis(step)).await;
         }
     }
 
-    /// Accepts TLS connections on `listener` until shutdown: HTTP/2 (ALPN `h2`) for
-    /// Listeners and Clients, HTTP/1.1 for Clients.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        tls: Arc<rustls::ServerConfig>,
-    ) -> io::Result<()> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    /// Accepts connections until shutdown: `accept` yields the next raw connection
+    /// (a TCP socket of the binding's runtime), `handshake` turns it into an
+    /// [`Accepted`] (TLS with ALPN, or cleartext with its protocol sniffed) within
+    /// [`ServerConfig::handshake_timeout`]. Then HTTP/2 (Listeners and Clients) or
+    /// HTTP/1.1 (Clients) is served on it.
+    ///
+    /// The runtime bindings call this from their `serve` and `serve_cleartext`. A failed
+    /// accept (out of file descriptors, say) is logged and retried after 50 ms; it never
+    /// stops the server. Connections beyond
+    /// [`ServerConfig::max_connections_per_ip`] from one address are closed at once.
+    pub async fn serve_with<R, A, AF, H, HF>(&self, mut accept: A, handshake: H) -> io::Result<()>
+    where
+        R: Send + 'static,
+        A: FnMut() -> AF,
+        AF: std::future::Future<Output = io::Result<(R, SocketAddr)>>,
+        H: Fn(R) -> HF + Clone + Send + Sync + 'static,
+        HF: std::future::Future<Output = io::Result<Accepted>> + Send + 'static,
+    {
         let mut stop = self.shutdown_signal();
         loop {
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => match r {
+            let (raw, peer) = tokio::select! {
+                r = accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        self.inner.rt.sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
@@ -359,46 +372,24 @@ impl Server {
                 debug!(%peer, "too many connections from this address");
                 continue;
             };
-            let _ = tcp.set_nodelay(true);
             let this = self.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
+            let handshake = handshake.clone();
+            self.inner.rt.spawn(async move {
                 let _slot = slot;
                 let timeout = this.inner.config.handshake_timeout;
-                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                let accepted = match this.inner.rt.timeout(timeout, handshake(raw)).await {
+                    Some(Ok(a)) => a,
+                    Some(Err(e)) => return debug!(%peer, error = %e, "handshake failed"),
+                    None => return debug!(%peer, "handshake timed out"),
                 };
-                let (_, session) = tls.get_ref();
-                let h2 = session.alpn_protocol() == Some(crate::tls::ALPN_H2);
-                let identities =
-                    crate::identity::peer_identities(session, this.inner.config.cert_identity);
-                this.serve_connection(tls, peer, h2, identities, true).await;
-            });
-        }
-    }
-
-    /// Accepts cleartext HTTP/2 (prior knowledge) and HTTP/1.1 connections. Only for
-    /// tests and for deployments behind a TLS-terminating front proxy: opt-in.
-    pub async fn serve_cleartext(self, listener: TcpListener) -> io::Result<()> {
-        let mut stop = self.shutdown_signal();
-        loop {
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => r?,
-                _ = stopped(&mut stop) => return Ok(()),
-            };
-            let Some(slot) = self.admit(peer) else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let this = self.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                let mut preface = [0u8; 3];
-                let h2 = matches!(tcp.peek(&mut preface).await, Ok(3) if &preface == b"PRI");
-                this.serve_connection(tcp, peer, h2, Vec::new(), false)
-                    .await;
+                this.serve_connection(
+                    accepted.io,
+                    peer,
+                    accepted.h2,
+                    accepted.identities,
+                    accepted.tls,
+                )
+                .await;
             });
         }
     }
@@ -445,30 +436,24 @@ impl Server {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let cfg = &self.inner.config;
+        let rt = &self.inner.rt;
         let handshake = crate::settings::server(&cfg.h2).handshake::<_, Bytes>(io);
-        let mut conn = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return debug!(%peer, error = %e, "HTTP/2 handshake failed"),
-            Err(_) => return debug!(%peer, "HTTP/2 handshake timed out"),
+        let mut conn = match rt.timeout(cfg.handshake_timeout, handshake).await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return debug!(%peer, error = %e, "HTTP/2 handshake failed"),
+            None => return debug!(%peer, "HTTP/2 handshake timed out"),
         };
         let conn_id = ConnId(self.next_id());
-        let mut dead = crate::keepalive::spawn(conn.ping_pong(), cfg.h2);
+        let mut dead = std::pin::pin!(crate::keepalive::dead(conn.ping_pong(), cfg.h2, rt.clone()));
         let mut stop = self.shutdown_signal();
         let mut draining = false;
         // Set to the shutdown deadline once draining: then the connection is cut.
-        let mut drain_deadline =
-            std::pin::pin!(tokio::time::sleep(Duration::from_secs(86400 * 365)));
+        let mut drain_deadline = rt.timer(rt.now() + Duration::from_secs(86400 * 365));
         // A connection without streams is closed (the core's idle rule): a slowloris
         // past the HTTP/2 handshake holds nothing for long; a Listener's connection
         // always holds its control stream.
-        let mut idle_rule = IdleRule::new(
-            Instant::now().into_std(),
-            cfg.handshake_timeout,
-            cfg.idle_timeout,
-        );
-        let mut idle_check = std::pin::pin!(tokio::time::sleep_until(Instant::from_std(
-            idle_rule.deadline()
-        )));
+        let mut idle_rule = IdleRule::new(rt.now(), cfg.handshake_timeout, cfg.idle_timeout);
+        let mut idle_check = rt.timer(idle_rule.deadline());
         // Notified when a session is accepted on this connection (it is a tunnel).
         let tunnel = Arc::new(Notify::new());
         let mut is_tunnel = false;
@@ -476,8 +461,8 @@ impl Server {
             tokio::select! {
                 next = conn.accept() => match next {
                     Some(Ok((req, respond))) => {
-                        idle_rule.on_stream(Instant::now().into_std());
-                        idle_check.as_mut().reset(Instant::from_std(idle_rule.deadline()));
+                        idle_rule.on_stream(rt.now());
+                        idle_check.as_mut().reset(idle_rule.deadline());
                         self.on_h2_request(conn_id, peer, &identities, req, respond, tls, &tunnel);
                     }
                     Some(Err(e)) => {
@@ -486,8 +471,8 @@ impl Server {
                     }
                     None => break,
                 },
-                _ = &mut dead => {
-                    info!(%peer, "HTTP/2 PING timeout: connection is dead");
+                reason = &mut dead => {
+                    info!(%peer, "HTTP/2 connection is dead: {reason}");
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);
                     break;
                 }
@@ -496,9 +481,9 @@ impl Server {
                     conn.graceful_shutdown();
                     drain_deadline.as_mut().reset(until);
                 }
-                _ = &mut idle_check, if !draining => {
-                    let now = Instant::now();
-                    if idle_rule.check(now.into_std(), conn.has_streams()) {
+                _ = idle_check.as_mut(), if !draining => {
+                    let now = rt.now();
+                    if idle_rule.check(now, conn.has_streams()) {
                         let opened_any = idle_rule.opened_any();
                         debug!(%peer, opened_any, "closing HTTP/2 connection without streams");
                         // GOAWAY; a peer that does not even read it is cut soon after.
@@ -508,14 +493,14 @@ impl Server {
                             .as_mut()
                             .reset(now + cfg.handshake_timeout.min(IDLE_DRAIN));
                     } else {
-                        idle_check.as_mut().reset(Instant::from_std(idle_rule.deadline()));
+                        idle_check.as_mut().reset(idle_rule.deadline());
                     }
                 }
                 _ = tunnel.notified(), if !is_tunnel => {
                     is_tunnel = true;
                     conn.set_target_window_size(cfg.tunnel_connection_window);
                 }
-                _ = &mut drain_deadline => break,
+                _ = drain_deadline.as_mut() => break,
             }
         }
         let _ = self.inner.cmd.send(Cmd::ConnClosed { conn: conn_id });
@@ -560,7 +545,7 @@ impl Server {
                 prefix,
             }) => {
                 let this = self.clone();
-                tokio::spawn(crate::proxy::serve_h2_proxy(
+                self.inner.rt.spawn(crate::proxy::serve_h2_proxy(
                     this,
                     req,
                     respond,
@@ -573,7 +558,7 @@ impl Server {
             }
             Ok(Route::Default { id, path_and_query }) => {
                 let this = self.clone();
-                tokio::spawn(crate::proxy::serve_h2_proxy(
+                self.inner.rt.spawn(crate::proxy::serve_h2_proxy(
                     this,
                     req,
                     respond,
@@ -591,26 +576,30 @@ impl Server {
         }
     }
 
-    /// Forwards TCP connections accepted on `listener` to the Listener `id`, until
-    /// shutdown: raw TCP forwarding.
-    pub async fn forward_tcp(self, listener: TcpListener, id: DialerId) -> io::Result<()> {
+    /// Forwards each connection that `accept` yields to the Listener `id`, until
+    /// shutdown: raw TCP forwarding. The runtime bindings call this from their
+    /// `forward_tcp`.
+    pub async fn forward_with<A, AF>(&self, mut accept: A, id: DialerId) -> io::Result<()>
+    where
+        A: FnMut() -> AF,
+        AF: std::future::Future<Output = io::Result<(BoxIo, SocketAddr)>>,
+    {
         let mut stop = self.shutdown_signal();
         loop {
             let (mut tcp, peer) = tokio::select! {
-                r = listener.accept() => match r {
+                r = accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
                         warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        self.inner.rt.sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
                 _ = stopped(&mut stop) => return Ok(()),
             };
-            let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let id = id.clone();
-            tokio::spawn(async move {
+            self.inner.rt.spawn(async move {
                 match this.dial(&id).await {
                     Ok(mut conn) => {
                         if let Err(e) = crate::relay::relay(&mut tcp, &mut conn).await {
@@ -622,6 +611,86 @@ impl Server {
             });
         }
     }
+}
+
+/// A connection after its handshake, ready for HTTP: what a binding's `handshake`
+/// gives [`Server::serve_with`].
+pub struct Accepted {
+    /// The byte stream (TLS already done, or cleartext).
+    pub io: BoxIo,
+    /// HTTP/2 (ALPN `h2`, or the cleartext preface); otherwise HTTP/1.1.
+    pub h2: bool,
+    /// The verified client certificate's identities
+    /// ([`crate::identity::peer_identities`]), for ids bound to certificates.
+    pub identities: Vec<String>,
+    /// Whether it came over TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+}
+
+/// What a TLS handshake told about the peer: whether ALPN chose `h2`, and the
+/// identities of its verified client certificate.
+#[derive(Debug, Clone)]
+pub struct TlsPeer {
+    h2: bool,
+    identities: Vec<String>,
+}
+
+impl TlsPeer {
+    /// Reads `session` (whichever TLS crate the binding uses); `which` names the part
+    /// of a client certificate that names an id.
+    pub fn of(session: &rustls::ServerConnection, which: crate::CertIdentity) -> TlsPeer {
+        TlsPeer {
+            h2: session.alpn_protocol() == Some(crate::tls::ALPN_H2),
+            identities: crate::identity::peer_identities(session, which),
+        }
+    }
+}
+
+impl Accepted {
+    /// A TLS connection whose handshake told `peer`.
+    pub fn tls(io: impl crate::io::Io, peer: TlsPeer) -> Accepted {
+        Accepted {
+            io: Box::new(io),
+            h2: peer.h2,
+            identities: peer.identities,
+            tls: true,
+        }
+    }
+
+    /// A cleartext connection whose first bytes are `first` (peeked, not consumed):
+    /// HTTP/2 when they start the HTTP/2 preface (`PRI`), otherwise HTTP/1.1.
+    pub fn cleartext(io: impl crate::io::Io, first: &[u8]) -> Accepted {
+        Accepted {
+            io: Box::new(io),
+            h2: first.starts_with(b"PRI"),
+            identities: Vec::new(),
+            tls: false,
+        }
+    }
+}
+
+/// Declares a binding's wrapper of a driver type: a newtype with `Deref` to the
+/// driver type (every method of it) and `From` into it, so each binding adds only
+/// its constructors and socket-taking methods.
+#[macro_export]
+macro_rules! binding_type {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        pub struct $name($inner);
+
+        impl ::std::ops::Deref for $name {
+            type Target = $inner;
+            fn deref(&self) -> &$inner {
+                &self.0
+            }
+        }
+
+        impl ::std::convert::From<$name> for $inner {
+            fn from(x: $name) -> $inner {
+                x.0
+            }
+        }
+    };
 }
 
 struct IpSlot {
@@ -674,6 +743,7 @@ type Pending = (
 );
 
 struct Driver {
+    rt: Rt,
     dialer: Dialer,
     /// Weak, so that the driver ends when the last `Server` handle is dropped.
     cmd_tx: mpsc::WeakUnboundedSender<Cmd>,
@@ -690,26 +760,20 @@ struct Driver {
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         loop {
-            let timeout = self.dialer.poll_timeout();
-            let sleep = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = self.rt.sleep_until(self.dialer.poll_timeout());
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.on_cmd(cmd),
                     None => return,
                 },
-                _ = sleep => self.dialer.handle_timeout(Instant::now().into_std()),
+                _ = sleep => self.dialer.handle_timeout(self.rt.now()),
             }
             self.drain();
         }
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
-        let now = Instant::now().into_std();
+        let now = self.rt.now();
         let result = match cmd {
             Cmd::Revdial {
                 conn,
@@ -800,7 +864,7 @@ impl Driver {
                 };
                 let (take, taken) = oneshot::channel();
                 self.parked.insert(stream, Parked::Watched(take));
-                tokio::spawn(watch_parked(ParkedStream {
+                self.rt.spawn(watch_parked(ParkedStream {
                     stream,
                     send,
                     recv,
@@ -809,6 +873,7 @@ impl Driver {
                     cmd,
                     config: self.conn_config,
                     metrics: self.metrics.clone(),
+                    rt: self.rt.clone(),
                 }));
             }
         }
@@ -837,7 +902,7 @@ impl Driver {
                             tunnel.notify_one();
                             self.controls.insert(stream, send);
                             if let Some(tx) = self.cmd_tx.upgrade() {
-                                tokio::spawn(read_control(stream, body, tx));
+                                self.rt.spawn(read_control(stream, body, tx));
                             }
                         }
                         StreamKind::Data(_) => {
@@ -896,8 +961,14 @@ impl Driver {
                     let reply = self.dials.remove(&dial);
                     match parked {
                         Parked::Fresh(send, recv, id) => {
-                            let conn = RevConn::new(send, recv, self.conn_config, id.to_string())
-                                .with_metrics(self.metrics.clone(), true);
+                            let conn = RevConn::new(
+                                send,
+                                recv,
+                                self.conn_config,
+                                id.to_string(),
+                                self.rt.clone(),
+                            )
+                            .with_metrics(self.metrics.clone(), true);
                             if let Some(reply) = reply {
                                 let _ = reply.send(Ok(conn));
                             }
@@ -974,6 +1045,7 @@ struct ParkedStream {
     cmd: mpsc::UnboundedSender<Cmd>,
     config: ConnConfig,
     metrics: Arc<Metrics>,
+    rt: Rt,
 }
 
 /// Holds a parked spare stream until a dial takes it, and reports it closed when the
@@ -982,7 +1054,7 @@ async fn watch_parked(mut p: ParkedStream) {
     tokio::select! {
         taken = &mut p.taken => match taken {
             Ok(reply) => {
-                let conn = RevConn::new(p.send, p.recv, p.config, p.id.to_string())
+                let conn = RevConn::new(p.send, p.recv, p.config, p.id.to_string(), p.rt)
                     .with_metrics(p.metrics, true);
                 // A dial that gave up drops the conn, which resets the stream.
                 let _ = reply.send(Ok(conn));

@@ -13,13 +13,12 @@ use h2rev2_proto::conn::ConnConfig;
 use h2rev2_proto::listener::{Action, Event, Listener as Machine, ListenerConfig, State};
 use h2rev2_proto::wire::{DialerId, RouteConfig};
 use http::{Request, Uri};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::conn::RevConn;
+use crate::io::{Connect, Target};
+use crate::runtime::Rt;
 use crate::settings::H2Settings;
 
 /// Settings of a [`Listener`].
@@ -74,25 +73,41 @@ impl ListenerOptions {
         id: DialerId,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<Self, OptionsError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| OptionsError(format!("bad URL {url:?}: {e}")))?;
-        let mut o = ListenerOptions {
-            machine: ListenerConfig::new(id),
-            url: uri,
-            token: None,
-            tls: Some(tls),
-            cleartext: false,
-            h2: H2Settings::default(),
-            conn: ConnConfig::default(),
-            connect_timeout: Duration::from_secs(10),
-        };
-        o.machine.routes = RouteConfig::default().with_base(o.url.path());
+        let mut o = ListenerOptions::build(url, id)?;
+        o.tls = Some(tls);
         o.validate()?;
         Ok(o)
     }
 
-    fn validate(&self) -> Result<(), OptionsError> {
+    /// Options for cleartext HTTP/2 (`http://host:port/base`): tests, or a public
+    /// server behind a TLS-terminating front proxy.
+    pub fn cleartext(url: &str, id: DialerId) -> Result<Self, OptionsError> {
+        let mut o = ListenerOptions::build(url, id)?;
+        o.cleartext = true;
+        o.validate()?;
+        Ok(o)
+    }
+
+    fn build(url: &str, id: DialerId) -> Result<Self, OptionsError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| OptionsError(format!("bad URL {url:?}: {e}")))?;
+        let mut machine = ListenerConfig::new(id);
+        machine.routes = RouteConfig::default().with_base(uri.path());
+        Ok(ListenerOptions {
+            machine,
+            url: uri,
+            token: None,
+            tls: None,
+            cleartext: false,
+            h2: H2Settings::default(),
+            conn: ConnConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Checks the URL scheme against `cleartext` and that TLS settings are present.
+    pub fn validate(&self) -> Result<(), OptionsError> {
         let scheme = self.url.scheme_str().unwrap_or("");
         match (scheme, self.cleartext) {
             ("https", false) | ("http", true) => {}
@@ -118,7 +133,8 @@ impl ListenerOptions {
         Ok(())
     }
 
-    fn addr(&self) -> String {
+    /// `host:port` of the public server.
+    pub fn addr(&self) -> String {
         let host = self.url.host().unwrap_or_default();
         let port = self
             .url
@@ -139,26 +155,15 @@ pub enum Status {
     Closed(String),
 }
 
-/// The NAT side: accepts reverse connections dialed by the public server.
+/// The NAT side, on any [`Rt`] and [`Connect`]: dials out to the public server,
+/// keeps the session up (reconnecting forever with the core's backoff) and accepts
+/// the reverse connections the server dials. The runtime bindings wrap it
+/// (`h2rev2_tokio::Listener`, `h2rev2_smol::Listener`).
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use h2rev2_proto::wire::DialerId;
-/// use h2rev2_tokio::{tls, Listener, ListenerOptions};
-///
-/// let trust = tls::ServerTrust::from_pem_file("ca.pem".as_ref())?;
-/// let tls = tls::client_config(trust, None, &[tls::ALPN_H2])?;
-/// let mut opts = ListenerOptions::new("https://public.example:9090", DialerId::new("db")?, tls)?;
-/// opts.token = Some("s3cret".into());
-/// let mut listener = h2rev2_tokio::Listener::bind(opts)?;
-/// loop {
-///     let conn = listener.accept().await?; // AsyncRead + AsyncWrite
-///     tokio::spawn(async move { /* serve HTTP or relay bytes on conn */ drop(conn) });
-/// }
-/// # }
-/// ```
+/// [`Listener::accept`] takes `&self`, so several tasks may accept at once, and
+/// [`Listener::incoming`] is the same as a `Stream`.
 pub struct Listener {
-    accept: mpsc::Receiver<RevConn>,
+    accept: async_channel::Receiver<RevConn>,
     close: mpsc::UnboundedSender<Internal>,
     status: watch::Receiver<Status>,
 }
@@ -172,11 +177,17 @@ impl fmt::Debug for Listener {
 }
 
 impl Listener {
-    /// Starts the Listener's task (inside a tokio runtime). It connects in the
-    /// background and keeps reconnecting; this returns at once.
-    pub fn bind(opts: ListenerOptions) -> Result<Listener, OptionsError> {
+    /// Starts the Listener's driver on `rt`; it connects through `connector` in the
+    /// background and keeps reconnecting. Returns at once.
+    pub fn connect(
+        opts: ListenerOptions,
+        rt: Rt,
+        connector: Arc<dyn Connect>,
+    ) -> Result<Listener, OptionsError> {
         opts.validate()?;
-        let (accept_tx, accept) = mpsc::channel(64);
+        // Accepted conns wait here while the application is not accepting; beyond
+        // that the public server's dials wait (backpressure).
+        let (accept_tx, accept) = async_channel::bounded(64);
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(Status::Down(None));
         let seed = fastrand::u64(..);
@@ -187,11 +198,12 @@ impl Listener {
             generation: 0,
             h2: None,
             control: None,
-            conn_task: None,
             accept_tx,
             status: status_tx,
+            rt: rt.clone(),
+            connector,
         };
-        tokio::spawn(driver.run(rx));
+        rt.spawn(driver.run(rx));
         Ok(Listener {
             accept,
             close: tx,
@@ -200,8 +212,8 @@ impl Listener {
     }
 
     /// The next reverse connection. Fails only once the Listener is closed.
-    pub async fn accept(&mut self) -> io::Result<RevConn> {
-        self.accept.recv().await.ok_or_else(|| {
+    pub async fn accept(&self) -> io::Result<RevConn> {
+        self.accept.recv().await.map_err(|_| {
             let why = match &*self.status.borrow() {
                 Status::Closed(r) => r.clone(),
                 _ => "listener closed".into(),
@@ -210,12 +222,17 @@ impl Listener {
         })
     }
 
+    /// The reverse connections as a `Stream`; it ends when the Listener closes.
+    pub fn incoming(&self) -> impl futures_util::Stream<Item = RevConn> + Send + 'static {
+        self.accept.clone()
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }
 
-    /// A watch of the status.
+    /// A watch of the status (a runtime-agnostic `tokio::sync::watch`).
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }
@@ -235,6 +252,20 @@ impl Listener {
         }
     }
 
+    /// Waits until the Listener is not up (down or closed); the status then.
+    pub async fn wait_down(&self) -> Status {
+        let mut w = self.status.clone();
+        loop {
+            let s = w.borrow_and_update().clone();
+            if s != Status::Up {
+                return s;
+            }
+            if w.changed().await.is_err() {
+                return Status::Closed("listener task ended".into());
+            }
+        }
+    }
+
     /// Stops for good: the session ends and `accept` fails. Conns already accepted
     /// live on until their connection closes.
     pub fn close(&self) {
@@ -249,7 +280,7 @@ impl Drop for Listener {
 }
 
 enum Internal {
-    Connected(u64, SendRequest<Bytes>, JoinHandle<()>),
+    Connected(u64, SendRequest<Bytes>),
     ConnectFailed(u64, String),
     ControlAccepted(u64, SendStream<Bytes>, RecvStream),
     ControlRejected(u64, u16, String),
@@ -267,28 +298,23 @@ struct Driver {
     generation: u64,
     h2: Option<SendRequest<Bytes>>,
     control: Option<SendStream<Bytes>>,
-    conn_task: Option<JoinHandle<()>>,
-    accept_tx: mpsc::Sender<RevConn>,
+    accept_tx: async_channel::Sender<RevConn>,
     status: watch::Sender<Status>,
+    rt: Rt,
+    connector: Arc<dyn Connect>,
 }
 
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Internal>) {
         self.drain();
         loop {
-            let timeout = self.machine.poll_timeout();
-            let sleep = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = self.rt.sleep_until(self.machine.poll_timeout());
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => self.on_internal(m),
                     None => return,
                 },
-                _ = sleep => self.machine.handle_timeout(Instant::now().into_std()),
+                _ = sleep => self.machine.handle_timeout(self.rt.now()),
             }
             if !self.drain() {
                 return;
@@ -297,22 +323,19 @@ impl Driver {
     }
 
     fn on_internal(&mut self, msg: Internal) {
-        let now = Instant::now().into_std();
+        let now = self.rt.now();
         let current = self.generation;
         let ev = match msg {
-            Internal::Connected(g, h2, task) if g == current => {
+            Internal::Connected(g, h2) if g == current => {
                 self.h2 = Some(h2);
-                self.conn_task = Some(task);
                 Event::Connected
             }
-            Internal::Connected(_, _, task) => {
-                task.abort();
-                return;
-            }
+            // A late connection of an older attempt: dropping its handle ends it.
+            Internal::Connected(..) => return,
             Internal::ConnectFailed(g, reason) if g == current => Event::ConnectFailed { reason },
             Internal::ControlAccepted(g, send, recv) if g == current => {
                 self.control = Some(send);
-                tokio::spawn(read_control(g, recv, self.tx.clone()));
+                self.rt.spawn(read_control(g, recv, self.tx.clone()));
                 Event::ControlAccepted
             }
             Internal::ControlRejected(g, status, reason) if g == current => {
@@ -347,7 +370,6 @@ impl Driver {
         if let Some(mut c) = self.control.take() {
             c.send_reset(h2::Reason::CANCEL);
         }
-        drop(self.conn_task.take());
     }
 
     /// Carries out the machine's actions; `false` once closed.
@@ -359,14 +381,20 @@ impl Driver {
                     self.generation += 1;
                     let g = self.generation;
                     info!(url = %self.opts.url, id = %self.opts.machine.id, "Listener connecting");
-                    tokio::spawn(connect(g, self.opts.clone(), self.tx.clone()));
+                    self.rt.spawn(connect(
+                        g,
+                        self.opts.clone(),
+                        self.tx.clone(),
+                        self.rt.clone(),
+                        self.connector.clone(),
+                    ));
                 }
                 Action::OpenControl { path_and_query } => {
                     let Some(h2) = self.h2.clone() else { continue };
                     let req = self.request(&path_and_query);
                     let g = self.generation;
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    self.rt.spawn(async move {
                         let msg = match open_control(h2, req).await {
                             Ok(m) => m(g),
                             Err(e) => Internal::Disconnected(g, e),
@@ -385,10 +413,11 @@ impl Driver {
                     let accept = self.accept_tx.clone();
                     let conn_cfg = self.opts.conn;
                     let label = self.opts.machine.id.to_string();
-                    tokio::spawn(async move {
+                    let rt = self.rt.clone();
+                    self.rt.spawn(async move {
                         let msg = match open_data(h2, req).await {
                             Ok((send, recv)) => {
-                                let conn = RevConn::new(send, recv, conn_cfg, label);
+                                let conn = RevConn::new(send, recv, conn_cfg, label, rt);
                                 let _ = tx.send(Internal::DataOpened(g, request));
                                 // Waits while the application is not accepting: backpressure.
                                 let _ = accept.send(conn).await;
@@ -524,13 +553,18 @@ async fn read_control(g: u64, mut body: RecvStream, tx: mpsc::UnboundedSender<In
     let _ = tx.send(Internal::Disconnected(g, reason));
 }
 
-async fn connect(g: u64, opts: ListenerOptions, tx: mpsc::UnboundedSender<Internal>) {
-    let msg = match tokio::time::timeout(opts.connect_timeout, handshake(g, &opts, tx.clone()))
-        .await
-    {
-        Ok(Ok((h2, task))) => Internal::Connected(g, h2, task),
-        Ok(Err(e)) => Internal::ConnectFailed(g, e),
-        Err(_) => Internal::ConnectFailed(g, format!("connecting to {} timed out", opts.addr())),
+async fn connect(
+    g: u64,
+    opts: ListenerOptions,
+    tx: mpsc::UnboundedSender<Internal>,
+    rt: Rt,
+    connector: Arc<dyn Connect>,
+) {
+    let attempt = handshake(g, &opts, tx.clone(), rt.clone(), connector);
+    let msg = match rt.timeout(opts.connect_timeout, attempt).await {
+        Some(Ok(h2)) => Internal::Connected(g, h2),
+        Some(Err(e)) => Internal::ConnectFailed(g, e),
+        None => Internal::ConnectFailed(g, format!("connecting to {} timed out", opts.addr())),
     };
     let _ = tx.send(msg);
 }
@@ -539,51 +573,43 @@ async fn handshake(
     g: u64,
     opts: &ListenerOptions,
     tx: mpsc::UnboundedSender<Internal>,
-) -> Result<(SendRequest<Bytes>, JoinHandle<()>), String> {
+    rt: Rt,
+    connector: Arc<dyn Connect>,
+) -> Result<SendRequest<Bytes>, String> {
     let addr = opts.addr();
-    let tcp = TcpStream::connect(&addr)
+    let tls = if opts.cleartext {
+        None
+    } else {
+        Some(opts.tls.clone().ok_or("TLS config missing")?)
+    };
+    let target = Target {
+        addr: addr.clone(),
+        host: opts.url.host().unwrap_or_default().to_string(),
+        tls,
+    };
+    let connected = connector
+        .connect(target)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    if opts.cleartext {
-        return h2_handshake(g, opts, tcp, tx).await;
-    }
-    let tls = opts.tls.clone().ok_or("TLS config missing")?;
-    let name =
-        crate::tls::server_name(opts.url.host().unwrap_or_default()).map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
-    if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+    if !opts.cleartext && connected.alpn.as_deref() != Some(crate::tls::ALPN_H2) {
         return Err(format!("{addr} did not negotiate HTTP/2 (ALPN h2)"));
     }
-    h2_handshake(g, opts, stream, tx).await
-}
-
-async fn h2_handshake<IO>(
-    g: u64,
-    opts: &ListenerOptions,
-    io: IO,
-    tx: mpsc::UnboundedSender<Internal>,
-) -> Result<(SendRequest<Bytes>, JoinHandle<()>), String>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
     let (h2, mut conn) = crate::settings::client(&opts.h2)
-        .handshake::<_, Bytes>(io)
+        .handshake::<_, Bytes>(connected.io)
         .await
         .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-    let dead = crate::keepalive::spawn(conn.ping_pong(), opts.h2);
-    let task = tokio::spawn(async move {
+    let dead = crate::keepalive::dead(conn.ping_pong(), opts.h2, rt.clone());
+    // The connection runs in its own task until it ends; a teardown never aborts it
+    // (its accepted conns may still be finishing), see `Driver::teardown`.
+    rt.spawn(async move {
         let reason = tokio::select! {
             r = &mut conn => match r {
                 Ok(()) => "connection closed by the public server".to_string(),
                 Err(e) => format!("connection lost: {e}"),
             },
-            _ = dead => "PING timeout: the public server stopped answering".to_string(),
+            reason = dead => format!("the public server stopped answering: {reason}"),
         };
         let _ = tx.send(Internal::Disconnected(g, reason));
     });
-    Ok((h2, task))
+    Ok(h2)
 }

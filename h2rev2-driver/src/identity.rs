@@ -14,7 +14,7 @@ pub enum CertIdentity {
 
 /// The identities of the peer's certificate (verified by rustls before we get here),
 /// as chosen by `which`. Empty without a client certificate.
-pub(crate) fn peer_identities(session: &ServerConnection, which: CertIdentity) -> Vec<String> {
+pub fn peer_identities(session: &ServerConnection, which: CertIdentity) -> Vec<String> {
     let Some(cert) = session.peer_certificates().and_then(|c| c.first()) else {
         return Vec::new();
     };

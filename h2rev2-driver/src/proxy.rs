@@ -25,7 +25,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
@@ -40,7 +40,7 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub(crate) type ProxyClient = Client<DialConnector, ProxyBody>;
 
 /// A text response.
-pub(crate) fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+pub fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -86,8 +86,9 @@ fn client(server: &Server, id: &DialerId) -> Option<ProxyClient> {
     if clients.by_id.len() >= MAX_POOLED_IDS {
         clients.by_id.clear();
     }
-    let client = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
+    let rt = server.inner.rt.clone();
+    let client = Client::builder(rt.clone())
+        .pool_timer(rt)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .set_host(false)
@@ -123,7 +124,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those named by `Connection`.
 /// Returns the `Upgrade` value when the message asks for a protocol upgrade.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut named: Vec<HeaderName> = Vec::new();
     let mut upgrade_requested = false;
     for v in headers.get_all(header::CONNECTION) {
@@ -274,7 +275,7 @@ pub(crate) async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
+            server.inner.rt.spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream) {
                     Ok((c, u)) => {
                         let mut c = TokioIo::new(c);
@@ -306,7 +307,7 @@ where
         async move { Ok::<_, Infallible>(handle_http1(server, req, peer, tls).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
+        .timer(server.inner.rt.clone())
         .header_read_timeout(cfg.handshake_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -319,7 +320,7 @@ where
         }
         until = crate::server::stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout_at(until, conn).await;
+            let _ = server.inner.rt.timeout_at(until, conn).await;
         }
     }
 }
@@ -398,9 +399,9 @@ impl Server {
     /// [`Server::handle`] as a hyper (and tower) service for one Client connection.
     ///
     /// ```no_run
-    /// # async fn run(server: h2rev2_tokio::Server, tcp: tokio::net::TcpStream) {
-    /// let peer = tcp.peer_addr().unwrap();
-    /// let io = hyper_util::rt::TokioIo::new(tcp);
+    /// # async fn run<IO>(server: h2rev2_driver::Server, io: IO, peer: std::net::SocketAddr)
+    /// # where IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
+    /// let io = hyper_util::rt::TokioIo::new(io);
     /// hyper::server::conn::http1::Builder::new()
     ///     .serve_connection(io, server.service(peer, false))
     ///     .with_upgrades()

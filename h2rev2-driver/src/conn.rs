@@ -1,7 +1,9 @@
-//! [`RevConn`]: one HTTP/2 stream as a tokio byte connection.
+//! [`RevConn`]: one HTTP/2 stream as a byte connection, with both tokio's and
+//! futures-io's `AsyncRead + AsyncWrite`.
 //!
-//! All decisions (credit, coalescing, half-close, reset mapping) are the core's
-//! [`h2rev2_proto::conn::Conn`]; this file only moves bytes between it and h2.
+//! All decisions (credit, coalescing, half-close, reset mapping, the send order) are
+//! the core's [`h2rev2_proto::conn::Conn`]; this file only moves bytes between it and
+//! h2, with the [`Rt`]'s timer for the flush delay.
 
 use std::fmt;
 use std::io;
@@ -13,14 +15,15 @@ use std::task::{Context, Poll, Waker, ready};
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use h2rev2_proto::conn::{
-    CANCEL, Conn, ConnConfig, DropAction, NO_ERROR, Read, Side, Transmit, WakeBoth, Write,
+    Conn, ConnConfig, DropAction, NO_ERROR, Read, Side, Transmit, WakeBoth, Write,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
 use crate::metrics::Metrics;
+use crate::runtime::{Rt, Timer};
 
-/// A reverse connection: `AsyncRead + AsyncWrite` over one HTTP/2 stream.
+/// A reverse connection: `AsyncRead + AsyncWrite` over one HTTP/2 stream, as tokio's
+/// I/O traits and as futures-io's (import the extension traits of the one you use).
 ///
 /// * Writes are coalesced ([`ConnConfig`]); `flush` sends what is buffered. A write
 ///   after a quiet spell (nothing sent for [`ConnConfig::flush_delay`]) goes out at
@@ -28,7 +31,8 @@ use crate::metrics::Metrics;
 ///   while the conn is polled (a pending read, write or flush on it, as in hyper,
 ///   `tokio::io::copy` or a request/response exchange): end a burst with a flush
 ///   before waiting on something else, as with a `BufWriter`.
-/// * `shutdown` half-closes (END_STREAM); reading goes on until the peer ends too.
+/// * `shutdown` (futures-io: `close`) half-closes (END_STREAM); reading goes on until
+///   the peer ends too.
 /// * Dropping without `shutdown` resets the stream (`CANCEL`). Dropping after
 ///   `shutdown` still delivers what is queued: while the peer's side is open the
 ///   stream lingers in a task (at most [`h2rev2_proto::conn::LINGER`]) until the peer
@@ -39,7 +43,9 @@ pub struct RevConn {
     send: Option<SendStream<Bytes>>,
     recv: Option<RecvStream>,
     state: Conn,
-    timer: Option<Pin<Box<Sleep>>>,
+    rt: Rt,
+    /// The flush-delay timer and its deadline.
+    timer: Option<(Pin<Box<dyn Timer>>, std::time::Instant)>,
     /// Registered with h2 for send progress: wakes both a pending reader and writer.
     send_wakers: Arc<WakeBoth>,
     label: String,
@@ -72,17 +78,20 @@ fn h2_error_to_io(e: h2::Error) -> io::Error {
 }
 
 impl RevConn {
-    /// Wraps an HTTP/2 stream whose headers have been exchanged.
+    /// Wraps an HTTP/2 stream whose headers have been exchanged; `rt` runs its flush
+    /// timer and, after a clean close, its linger.
     pub fn new(
         send: SendStream<Bytes>,
         recv: RecvStream,
         config: ConnConfig,
         label: String,
+        rt: Rt,
     ) -> Self {
         RevConn {
             send: Some(send),
             recv: Some(recv),
             state: Conn::new(config),
+            rt,
             timer: None,
             send_wakers: Arc::default(),
             label,
@@ -110,8 +119,8 @@ impl RevConn {
         self.recv.as_mut().expect("the stream lives until drop")
     }
 
-    fn now() -> std::time::Instant {
-        Instant::now().into_std()
+    fn now(&self) -> std::time::Instant {
+        self.rt.now()
     }
 
     /// Carries out the core's send steps until it is idle; arms the flush timer.
@@ -121,7 +130,7 @@ impl RevConn {
         let waker = Waker::from(self.send_wakers.clone());
         let cx = &mut Context::from_waker(&waker);
         loop {
-            let now = Self::now();
+            let now = self.now();
             let capacity = self.send_stream().capacity();
             let result = match self.state.poll_transmit(now, capacity) {
                 Transmit::Failed(kind) => {
@@ -152,14 +161,15 @@ impl RevConn {
                 }
                 Transmit::Idle { wake_at: None } => return Poll::Ready(Ok(())),
                 Transmit::Idle { wake_at: Some(at) } => {
-                    let at = Instant::from_std(at);
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                    if timer.deadline() != at {
+                    let rt = &self.rt;
+                    let (timer, deadline) = self.timer.get_or_insert_with(|| (rt.timer(at), at));
+                    if *deadline != at {
                         timer.as_mut().reset(at);
+                        *deadline = at;
                     }
                     if timer.as_mut().poll(cx).is_ready() {
+                        // Fired: the next deadline needs a fresh timer.
+                        self.timer = None;
                         continue;
                     }
                     return Poll::Ready(Ok(()));
@@ -230,7 +240,7 @@ impl AsyncWrite for RevConn {
         loop {
             // Nagle's rule is the core's: a write after a quiet spell goes out at once,
             // writes in a burst are coalesced.
-            match this.state.write_nagle(Self::now(), buf) {
+            match this.state.write_nagle(this.now(), buf) {
                 Write::Accepted(n) => {
                     if let Some(m) = &this.metrics {
                         m.bytes_out.fetch_add(n as u64, Relaxed);
@@ -287,10 +297,10 @@ impl Drop for RevConn {
             // stream once both handles are gone and discard the DATA and END_STREAM
             // still queued (a truncated stream for the peer). Keep the stream until the
             // peer ends or resets it.
-            DropAction::Linger { max } => match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn(linger(send, recv, max))),
-                Err(_) => send.send_reset(h2::Reason::from(CANCEL)),
-            },
+            DropAction::Linger { max } => {
+                let rt = self.rt.clone();
+                self.rt.spawn(linger(send, recv, max, rt));
+            }
         }
     }
 }
@@ -298,14 +308,50 @@ impl Drop for RevConn {
 /// Keeps a cleanly closed stream until the peer ends it too, discarding what it still
 /// sends (and returning the credit), for at most `max`; then ends it with
 /// `RST_STREAM(NO_ERROR)`.
-async fn linger(mut send: SendStream<Bytes>, mut recv: RecvStream, max: std::time::Duration) {
+async fn linger(
+    mut send: SendStream<Bytes>,
+    mut recv: RecvStream,
+    max: std::time::Duration,
+    rt: Rt,
+) {
     let drained = async {
         while let Some(Ok(data)) = recv.data().await {
             let _ = recv.flow_control().release_capacity(data.len());
         }
     };
-    if tokio::time::timeout(max, drained).await.is_err() {
+    if rt.timeout(max, drained).await.is_none() {
         send.send_reset(h2::Reason::from(NO_ERROR));
+    }
+}
+
+impl futures_io::AsyncRead for RevConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut rb = ReadBuf::new(buf);
+        ready!(AsyncRead::poll_read(self, cx, &mut rb))?;
+        Poll::Ready(Ok(rb.filled().len()))
+    }
+}
+
+impl futures_io::AsyncWrite for RevConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+
+    /// A half-close (END_STREAM), as `shutdown` on tokio's trait.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(self, cx)
     }
 }
 

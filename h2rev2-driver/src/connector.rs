@@ -26,15 +26,14 @@ use crate::server::Server;
 /// the built-in proxy uses, one client per id:
 ///
 /// ```no_run
-/// # async fn run(server: h2rev2_tokio::Server) -> Result<(), Box<dyn std::error::Error>> {
-/// use h2rev2_tokio::proto::wire::DialerId;
+/// # async fn run(server: h2rev2_driver::Server) -> Result<(), Box<dyn std::error::Error>> {
+/// use h2rev2_driver::proto::wire::DialerId;
 /// use http_body_util::Empty;
 /// use hyper_util::client::legacy::Client;
-/// use hyper_util::rt::TokioExecutor;
 ///
-/// let to_db = h2rev2_tokio::DialConnector::to(server, DialerId::new("Alice@Corp")?);
+/// let to_db = h2rev2_driver::DialConnector::to(server.clone(), DialerId::new("Alice@Corp")?);
 /// let client: Client<_, Empty<bytes::Bytes>> =
-///     Client::builder(TokioExecutor::new()).build(to_db);
+///     Client::builder(server.runtime().clone()).build(to_db);
 /// let resp = client.get("http://internal/health".parse()?).await?;
 /// println!("{}", resp.status());
 /// # Ok(()) }
@@ -52,17 +51,17 @@ pub struct DialConnector {
 impl DialConnector {
     /// A connector dialing the id named by each URI's host (see the type's docs for
     /// which hosts are accepted).
-    pub fn new(server: Server) -> Self {
+    pub fn new(server: impl Into<Server>) -> Self {
         DialConnector {
-            server,
+            server: server.into(),
             target: None,
         }
     }
 
     /// A connector dialing `id` for every URI.
-    pub fn to(server: Server, id: DialerId) -> Self {
+    pub fn to(server: impl Into<Server>, id: DialerId) -> Self {
         DialConnector {
-            server,
+            server: server.into(),
             target: Some(id),
         }
     }

@@ -1,0 +1,52 @@
+//! Byte streams under HTTP/2, and how a Listener reaches the public server.
+//!
+//! h2 is written against tokio's I/O traits (runtime-agnostic traits: no tokio runtime
+//! is needed to use them). A binding hands the drivers its sockets and TLS streams as
+//! [`BoxIo`]: tokio's as they are, futures-io ones through `tokio_util::compat`.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream HTTP/2 can run over (tokio's I/O traits).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// Where a Listener connects: the public server's address and, unless cleartext,
+/// the TLS settings to use.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `host:port`.
+    pub addr: String,
+    /// The host, as the TLS server name.
+    pub host: String,
+    /// TLS client settings (ALPN must offer `h2`); `None` for cleartext HTTP/2.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A connection made by a [`Connect`].
+pub struct Connected {
+    /// The byte stream, TLS done when the target asked for it.
+    pub io: BoxIo,
+    /// The ALPN protocol TLS negotiated (`None` in cleartext).
+    pub alpn: Option<Vec<u8>>,
+}
+
+/// The future of [`Connect::connect`].
+pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Connected>> + Send>>;
+
+/// How a Listener opens its connection to the public server: a transport (TCP, a
+/// SOCKS or HTTP CONNECT proxy, a Unix socket...) and TLS on top. The runtime
+/// bindings provide one over their sockets and TLS crate, with a replaceable
+/// transport.
+pub trait Connect: Send + Sync + 'static {
+    /// Connects to `target`.
+    fn connect(&self, target: Target) -> ConnectFuture;
+}
