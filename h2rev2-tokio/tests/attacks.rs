@@ -18,7 +18,7 @@ use h2rev2_tokio::proto::LimitError;
 use h2rev2_tokio::proto::dialer::DialError;
 use h2rev2_tokio::proto::wire::{Command, Decoder};
 use h2rev2_tokio::tls::{self, Identity, ServerTrust};
-use h2rev2_tokio::{CertIdentity, Server, ServerConfig};
+use h2rev2_tokio::{CertIdentity, ServerConfig};
 use http::{Request, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -187,7 +187,7 @@ async fn stream_ends_within(recv: &mut RecvStream, within: Duration) -> bool {
 
 /// Waits until `cond` holds on the server's stats (5 s at most).
 async fn wait_stats(
-    server: &Server,
+    server: &h2rev2_driver::Server,
     what: &str,
     cond: impl Fn(&h2rev2_tokio::proto::dialer::Stats) -> bool,
 ) {
@@ -432,16 +432,11 @@ impl Ca {
 
 /// A public server whose TLS asks for client certificates signed by `ca`, with ids bound
 /// to certificates by `which`; `app` also has a token.
-async fn start_mtls(certs: &Certs, ca: &Ca, which: CertIdentity) -> Public {
+async fn start_mtls(side: Side, certs: &Certs, ca: &Ca, which: CertIdentity) -> Public {
     let mut config = config();
     config.dialer.auth.bind_ids_to_certificates(true);
     config.cert_identity = which;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(config);
-    let tls = tls::server_config(certs.identity.clone(), Some(ca.roots())).unwrap();
-    let task = tokio::spawn(server.clone().serve(listener, tls));
-    Public { server, addr, task }
+    start_public_with(side, certs, config, Some(ca.roots())).await
 }
 
 fn mtls_client(certs: &Certs, identity: Option<Identity>) -> Arc<rustls::ClientConfig> {
@@ -496,12 +491,11 @@ async fn mtls_listener_works(public: &Public, certs: &Certs, id: &str, cert: Ide
     assert_eq!(&buf, b"ping");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mtls_ids_bound_to_the_san() {
+async fn mtls_ids_bound_to_the_san(side: Side) {
     init_tracing();
     let certs = Certs::new();
     let ca = Ca::new("test CA");
-    let public = start_mtls(&certs, &ca, CertIdentity::San).await;
+    let public = start_mtls(side, &certs, &ca, CertIdentity::San).await;
     let node1 = || ca.client(&["node-1"], "cn-of-node-1");
 
     mtls_listener_works(&public, &certs, "node-1", node1()).await;
@@ -545,13 +539,13 @@ async fn mtls_ids_bound_to_the_san() {
     assert_eq!(status, StatusCode::OK);
     assert!(public.server.metrics().auth_failures.load(Relaxed) >= 3);
 }
+both!(mtls_ids_bound_to_the_san);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mtls_ids_bound_to_the_cn() {
+async fn mtls_ids_bound_to_the_cn(side: Side) {
     init_tracing();
     let certs = Certs::new();
     let ca = Ca::new("test CA");
-    let public = start_mtls(&certs, &ca, CertIdentity::Cn).await;
+    let public = start_mtls(side, &certs, &ca, CertIdentity::Cn).await;
     let cert = || ca.client(&["san-name"], "node-cn");
 
     mtls_listener_works(&public, &certs, "node-cn", cert()).await;
@@ -565,6 +559,7 @@ async fn mtls_ids_bound_to_the_cn() {
         .unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+both!(mtls_ids_bound_to_the_cn);
 
 // ---------------------------------------------------------------------------------
 // Hijacking
@@ -572,13 +567,12 @@ async fn mtls_ids_bound_to_the_cn() {
 
 /// Anonymous mode: whoever comes second cannot take, join, or feed a live id, even
 /// while one of its dials waits for a stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_newcomer_cannot_take_join_or_feed_a_live_id() {
+async fn anonymous_newcomer_cannot_take_join_or_feed_a_live_id(side: Side) {
     init_tracing();
     let certs = Certs::new();
     let mut config = ServerConfig::default();
     config.dialer.auth.allow_anonymous();
-    let public = start_public(&certs, config).await;
+    let public = start_public_with(side, &certs, config, None).await;
     let port = public.addr.port();
 
     // The victim: a Go-style Listener (unmarked requests), driven by hand so that its
@@ -635,15 +629,15 @@ async fn anonymous_newcomer_cannot_take_join_or_feed_a_live_id() {
     assert_eq!(&buf, b"from the victim");
     assert_eq!(public.server.stats().await.sessions, 1);
 }
+both!(anonymous_newcomer_cannot_take_join_or_feed_a_live_id);
 
 /// Token mode: data streams cannot be injected into a live session with a wrong token,
 /// with another id's valid token, with the stolen `conn` token of a dial, or from
 /// another connection even with the id's valid token.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_streams_cannot_be_injected() {
+async fn data_streams_cannot_be_injected(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, config()).await;
+    let public = start_public_with(side, &certs, config(), None).await;
     let port = public.addr.port();
 
     let victim = h2_conn(public.addr, &certs).await;
@@ -712,13 +706,13 @@ async fn data_streams_cannot_be_injected() {
     // Three failed authentications, and the stolen `conn` token (403 too).
     assert_eq!(public.server.metrics().auth_failures.load(Relaxed), 4);
 }
+both!(data_streams_cannot_be_injected);
 
 /// With the id's credentials, the core's takeover rules apply: `role=control` joins,
 /// an unmarked control stream (a reconnecting Go Listener) replaces every live session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authenticated_newcomer_joins_or_replaces() {
+async fn authenticated_newcomer_joins_or_replaces(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let port = s.public.addr.port();
     wait_sessions(&s.public.server, 1).await;
 
@@ -752,6 +746,7 @@ async fn authenticated_newcomer_joins_or_replaces() {
     }
     assert!(ok, "the reconnected Listener never answered");
 }
+both!(authenticated_newcomer_joins_or_replaces);
 
 // ---------------------------------------------------------------------------------
 // Authentication failures reveal nothing and are logged with the peer
@@ -778,8 +773,7 @@ impl Capture {
 
 // A current-thread runtime: every task of the server runs on this thread, so the
 // thread's log subscriber sees their events.
-#[tokio::test]
-async fn auth_failures_are_identical_for_existing_and_unknown_ids() {
+async fn auth_failures_are_identical_for_existing_and_unknown_ids(side: Side) {
     let logs = Capture::default();
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -790,7 +784,7 @@ async fn auth_failures_are_identical_for_existing_and_unknown_ids() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let certs = Certs::new();
-    let public = start_public(&certs, config()).await;
+    let public = start_public_with(side, &certs, config(), None).await;
     let port = public.addr.port();
     // `app` is configured and live; `ghost` is neither.
     let live = h2_conn(public.addr, &certs).await;
@@ -843,19 +837,25 @@ async fn auth_failures_are_identical_for_existing_and_unknown_ids() {
     assert_eq!(strip(refused[2]), strip(refused[3]));
     assert!(!text.contains("unknown id") && !text.contains("no such id"));
 }
+// Tokio only, on one thread: the log capture is the test thread's subscriber, which
+// tasks on smol's executor threads would not see (the refusals themselves are the
+// driver's, the same code on both runtimes).
+#[tokio::test]
+async fn auth_failures_are_identical_for_existing_and_unknown_ids_tokio() {
+    auth_failures_are_identical_for_existing_and_unknown_ids(Side::Tokio).await
+}
 
 // ---------------------------------------------------------------------------------
 // Limits with clear answers
 // ---------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limit_sessions_in_total_and_per_id() {
+async fn limit_sessions_in_total_and_per_id(side: Side) {
     init_tracing();
     let certs = Certs::new();
     let mut config = token_config(&[("a", "ta"), ("b", "tb"), ("c", "tc")]);
     config.dialer.max_sessions = 2;
     config.dialer.max_sessions_per_id = 2;
-    let public = start_public(&certs, config).await;
+    let public = start_public_with(side, &certs, config, None).await;
     let port = public.addr.port();
     let conn = h2_conn(public.addr, &certs).await;
 
@@ -887,15 +887,15 @@ async fn limit_sessions_in_total_and_per_id() {
     assert_eq!(c1.status, StatusCode::OK, "{}", c1.body);
     assert!(public.server.metrics().limit_refusals.load(Relaxed) >= 2);
 }
+both!(limit_sessions_in_total_and_per_id);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limit_pending_dials_per_id_and_spares() {
+async fn limit_pending_dials_per_id_and_spares(side: Side) {
     init_tracing();
     let certs = Certs::new();
     let mut config = config();
     config.dialer.max_pending_dials_per_id = 2;
     config.dialer.max_spares_per_session = 2;
-    let public = start_public(&certs, config).await;
+    let public = start_public_with(side, &certs, config, None).await;
     let port = public.addr.port();
     let l = h2_conn(public.addr, &certs).await;
     let o = open(&l, port, "/revdial?id=app&role=control", Some("tok")).await;
@@ -934,11 +934,11 @@ async fn limit_pending_dials_per_id_and_spares() {
     }
     wait_stats(&public.server, "two spares", |s| s.spares == 2).await;
 }
+both!(limit_pending_dials_per_id_and_spares);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn header_list_over_16_kib_is_refused() {
+async fn header_list_over_16_kib_is_refused(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let port = s.public.addr.port();
     let conn = h2_conn(s.public.addr, &s.certs).await;
     let big = "x".repeat(20 << 10);
@@ -967,13 +967,13 @@ async fn header_list_over_16_kib_is_refused() {
     assert_eq!(o.status, StatusCode::OK);
     assert_healthy(&s).await;
 }
+both!(header_list_over_16_kib_is_refused);
 
 /// A Listener that writes a control line over 64 KiB loses its own session, and only
 /// its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_line_over_64_kib_resets_only_that_session() {
+async fn control_line_over_64_kib_resets_only_that_session(side: Side) {
     init_tracing();
-    let s = stack_with(config(), |_| {}).await;
+    let s = stack_on(side, config(), |_| {}).await;
     let port = s.public.addr.port();
     let evil = h2_conn(s.public.addr, &s.certs).await;
     let o = open(
@@ -1007,6 +1007,7 @@ async fn control_line_over_64_kib_resets_only_that_session() {
     .await;
     assert_eq!(o.status, StatusCode::OK);
 }
+both!(control_line_over_64_kib_resets_only_that_session);
 
 // ---------------------------------------------------------------------------------
 // Slowloris and connection limits
@@ -1034,10 +1035,9 @@ async fn closed_within<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slowloris_clients_are_cut_after_the_handshake_timeout() {
+async fn slowloris_clients_are_cut_after_the_handshake_timeout(side: Side) {
     init_tracing();
-    let s = stack_with(short_config(), |_| {}).await;
+    let s = stack_on(side, short_config(), |_| {}).await;
     let addr = s.public.addr;
     let bound = SHORT * 6;
 
@@ -1111,13 +1111,13 @@ async fn slowloris_clients_are_cut_after_the_handshake_timeout() {
     assert_eq!(s.public.server.stats().await.sessions, 1);
     assert_healthy(&s).await;
 }
+both!(slowloris_clients_are_cut_after_the_handshake_timeout);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_http2_client_connection_is_closed() {
+async fn idle_http2_client_connection_is_closed(side: Side) {
     init_tracing();
     let mut config = config();
     config.idle_timeout = Duration::from_secs(1);
-    let s = stack_with(config, |_| {}).await;
+    let s = stack_on(side, config, |_| {}).await;
     let (send, task) = h2_conn_with(s.public.addr, s.certs.client_tls())
         .await
         .unwrap();
@@ -1136,13 +1136,13 @@ async fn idle_http2_client_connection_is_closed() {
     assert_eq!(s.public.server.stats().await.sessions, 1);
     assert_healthy(&s).await;
 }
+both!(idle_http2_client_connection_is_closed);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_per_ip_are_limited() {
+async fn connections_per_ip_are_limited(side: Side) {
     init_tracing();
     let mut config = config();
     config.max_connections_per_ip = 4;
-    let s = stack_with(config, |_| {}).await;
+    let s = stack_on(side, config, |_| {}).await;
     let addr = s.public.addr;
     // The Listener holds one slot of 127.0.0.1; three silent connections take the rest.
     let mut held = Vec::new();
@@ -1174,16 +1174,16 @@ async fn connections_per_ip_are_limited() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_healthy(&s).await;
 }
+both!(connections_per_ip_are_limited);
 
 /// Streams per connection (a Listener's session and its reverse conns, or a Client's
 /// requests) are bounded by `SETTINGS_MAX_CONCURRENT_STREAMS`: one more is refused
 /// (`REFUSED_STREAM`) and the others go on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_per_connection_are_limited() {
+async fn streams_per_connection_are_limited(side: Side) {
     init_tracing();
     let mut config = config();
     config.h2.max_concurrent_streams = 8;
-    let s = stack_with(config, |_| {}).await;
+    let s = stack_on(side, config, |_| {}).await;
     let (mut r, mut w) = raw::connect(s.public.addr, &s.certs).await;
     // Nine event streams (each lasts 1.5 s), opened at once.
     let block = raw::get("/proxy/app/sse", &[]);
@@ -1222,16 +1222,16 @@ async fn streams_per_connection_are_limited() {
     drop((r, w));
     assert_healthy(&s).await;
 }
+both!(streams_per_connection_are_limited);
 
 // ---------------------------------------------------------------------------------
 // HTTP/2 floods with raw frames
 // ---------------------------------------------------------------------------------
 
 /// Rapid reset (CVE-2023-44487): requests opened and reset at once, in bulk.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rapid_reset_is_cut_off() {
+async fn rapid_reset_is_cut_off(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let (mut r, w) = raw::connect(s.public.addr, &s.certs).await;
     let block = raw::get("/proxy/app/hello", &[]);
     let mut flood = Vec::new();
@@ -1261,15 +1261,15 @@ async fn rapid_reset_is_cut_off() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.public.server.stats().await.pending_dials, 0);
 }
+both!(rapid_reset_is_cut_off);
 
 /// Rapid reset spread out in time: each request is accepted (a dial starts) before its
 /// reset arrives. The server must drop the work of reset requests instead of piling it
 /// up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_rapid_reset_leaves_no_work_behind() {
+async fn slow_rapid_reset_leaves_no_work_behind(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, config()).await;
+    let public = start_public_with(side, &certs, config(), None).await;
     // `app` is a Listener that never answers conn-ready: every dial waits.
     let l = h2_conn(public.addr, &certs).await;
     let o = open(
@@ -1312,12 +1312,12 @@ async fn slow_rapid_reset_leaves_no_work_behind() {
     .await;
     drop((r, w));
 }
+both!(slow_rapid_reset_leaves_no_work_behind);
 
 /// CONTINUATION flood: a header block that never ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn continuation_flood_is_cut_off() {
+async fn continuation_flood_is_cut_off(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let rss = rss_kib();
     for payload_len in [0usize, 1000] {
         let (mut r, w) = raw::connect(s.public.addr, &s.certs).await;
@@ -1342,13 +1342,13 @@ async fn continuation_flood_is_cut_off() {
     assert!(grown < 64 << 10, "memory grew by {grown} KiB");
     assert_healthy(&s).await;
 }
+both!(continuation_flood_is_cut_off);
 
 /// Small-DATA flood: one-byte DATA frames on a stream the server does not read (a
 /// parked spare of a registered, hostile Listener).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_data_flood_is_cut_off() {
+async fn small_data_flood_is_cut_off(side: Side) {
     init_tracing();
-    let s = stack_with(config(), |_| {}).await;
+    let s = stack_on(side, config(), |_| {}).await;
     let (mut r, mut w) = raw::connect(s.public.addr, &s.certs).await;
     let auth = [("authorization", "Bearer evil-tok")];
     let mut open = raw::frame(
@@ -1385,18 +1385,18 @@ async fn small_data_flood_is_cut_off() {
     wait_sessions(&s.public.server, 1).await;
     assert_healthy(&s).await;
 }
+both!(small_data_flood_is_cut_off);
 
 /// SETTINGS and PING floods from a peer that never reads the ACKs: the server answers
 /// each before reading the next frame, so it stops reading once its socket buffer is
 /// full (memory stays bounded) and the PING keep-alive it cannot get answered closes
 /// the connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_and_ping_floods_are_bounded_and_cut_off() {
+async fn settings_and_ping_floods_are_bounded_and_cut_off(side: Side) {
     init_tracing();
     let mut config = config();
     config.h2.keepalive_interval = Duration::from_millis(300);
     config.h2.keepalive_timeout = Duration::from_millis(300);
-    let s = stack_with(config, |_| {}).await;
+    let s = stack_on(side, config, |_| {}).await;
     let rss = rss_kib();
     let floods: [(&str, Vec<u8>); 2] = [
         (
@@ -1444,17 +1444,17 @@ async fn settings_and_ping_floods_are_bounded_and_cut_off() {
     assert!(grown < 64 << 10, "memory grew by {grown} KiB");
     assert_healthy(&s).await;
 }
+both!(settings_and_ping_floods_are_bounded_and_cut_off);
 
 /// A Listener that registers and then ignores `conn-ready` (a stalled or malicious
 /// NAT side): the dial fails with `Timeout` after the configured dial timeout, a
 /// proxy Client hears `504` with the id named, and nothing is left pending.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dial_timeout_answers_504() {
+async fn dial_timeout_answers_504(side: Side) {
     init_tracing();
     let certs = Certs::new();
     let mut config = config();
     config.dialer.dial_timeout = Duration::from_millis(300);
-    let public = start_public(&certs, config).await;
+    let public = start_public_with(side, &certs, config, None).await;
     let port = public.addr.port();
     let l = h2_conn(public.addr, &certs).await;
     let o = open(&l, port, "/revdial?id=app&role=control", Some("tok")).await;
@@ -1484,3 +1484,4 @@ async fn dial_timeout_answers_504() {
     })
     .await;
 }
+both!(dial_timeout_answers_504);

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use h2rev2_tokio::{Listener, RevConn, Server, ServerConfig};
+use h2rev2_tokio::{Listener, RevConn, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -36,7 +36,7 @@ async fn pair_setup(go_wire: bool) -> (Certs, Public, Listener) {
 }
 
 /// One dial and the conn it became on the NAT side.
-async fn pair(server: &Server, listener: &mut Listener) -> (RevConn, RevConn) {
+async fn pair(server: &h2rev2_driver::Server, listener: &mut Listener) -> (RevConn, RevConn) {
     let app = id("app");
     let (a, b) = timeout(Duration::from_secs(10), async {
         tokio::join!(server.dial(&app), listener.accept())
@@ -55,7 +55,7 @@ async fn read_to_end(c: &mut RevConn) -> Vec<u8> {
     v
 }
 
-async fn half_close_both_ways(server: &Server, listener: &mut Listener) {
+async fn half_close_both_ways(server: &h2rev2_driver::Server, listener: &mut Listener) {
     // The public side shuts down first.
     let (mut a, mut b) = pair(server, listener).await;
     a.write_all(b"request").await.unwrap();
@@ -252,11 +252,10 @@ async fn slow_reader_backpressure() {
 
 /// The NAT application drops its first conns (the spares, never used): the public side
 /// sees the resets and never hands those dead streams to a dial.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spares_reset_by_the_listener_are_not_handed_out() {
+async fn spares_reset_by_the_listener_are_not_handed_out(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let mut opts = listener_opts(&public, &certs, "app", Some("tok"));
     opts.machine.spares = 2;
     let listener = bind_listener(opts);
@@ -318,6 +317,7 @@ async fn spares_reset_by_the_listener_are_not_handed_out() {
         );
     }
 }
+both!(spares_reset_by_the_listener_are_not_handed_out);
 
 /// A small message written without a flush, after which the writer waits on something
 /// else entirely, still reaches the peer (a write after a quiet spell is sent at once).

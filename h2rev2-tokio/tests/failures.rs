@@ -21,11 +21,10 @@ const BIG: usize = 256 << 20;
 /// The NAT side dies (its runtime is shut down, as a process exits) while a Client
 /// downloads through it: the download fails promptly, never as a clean short body, and
 /// later requests get `502`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nat_side_killed_mid_download() {
+async fn nat_side_killed_mid_download(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let internal = start_internal().await;
     for v in [Version::HTTP_11, Version::HTTP_2] {
         let mut nat = NatSide::proxy(listener_opts(&public, &certs, "app", Some("tok")), internal);
@@ -82,6 +81,7 @@ async fn nat_side_killed_mid_download() {
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{body:?}");
     }
 }
+both!(nat_side_killed_mid_download);
 
 /// The public server as a process of its own: a runtime on its own thread.
 struct PublicSide {
@@ -156,7 +156,7 @@ async fn public_server_process_restart() {
     let first = PublicSide::start(&certs, addr);
     let internal = start_internal().await;
     let public = Public {
-        server: first.server.clone(),
+        server: first.server.clone().into(),
         addr,
         task: tokio::spawn(async { Ok(()) }),
     };
@@ -193,11 +193,10 @@ async fn public_server_process_restart() {
 
 /// The in-process way: shut the Server down with a short deadline, abort its serve
 /// task, drop it, and bind a new Server on the same port.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn public_server_restart_in_process() {
+async fn public_server_restart_in_process(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let addr = public.addr;
     let internal = start_internal().await;
     let listener = bind_listener(listener_opts(&public, &certs, "app", Some("tok")));
@@ -240,6 +239,7 @@ async fn public_server_restart_in_process() {
     wait_sessions(&public.server, 1).await;
     hello_works(addr, &certs).await;
 }
+both!(public_server_restart_in_process);
 
 /// A NAT side that answers each conn with its tag, then echoes until EOF.
 fn tagged_nat(public: &Public, certs: &Certs, tag: u8, count: Arc<AtomicUsize>) -> NatSide {
@@ -274,7 +274,7 @@ fn tagged_nat(public: &Public, certs: &Certs, tag: u8, count: Arc<AtomicUsize>) 
     })
 }
 
-async fn dial_tagged(server: &Server) -> (h2rev2_tokio::RevConn, u8) {
+async fn dial_tagged(server: &h2rev2_driver::Server) -> (h2rev2_tokio::RevConn, u8) {
     let mut c = timeout(Duration::from_secs(5), server.dial(&id("app")))
         .await
         .unwrap()
@@ -291,11 +291,10 @@ async fn dial_tagged(server: &Server) -> (h2rev2_tokio::RevConn, u8) {
 
 /// Two Listeners hold the same id (token credentials, `role=control` joins): dials
 /// are spread over both; killing one fails only the streams it carried.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_listeners_share_an_id() {
+async fn two_listeners_share_an_id(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let counts = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
     let mut a = tagged_nat(&public, &certs, b'A', counts[0].clone());
     let b = tagged_nat(&public, &certs, b'B', counts[1].clone());
@@ -339,13 +338,13 @@ async fn two_listeners_share_an_id() {
         assert_eq!(tag, b'B');
     }
 }
+both!(two_listeners_share_an_id);
 
 /// A wrong token: the Listener's status says why (403), and the server counted it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_token_is_refused() {
+async fn wrong_token_is_refused(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let listener = bind_listener(listener_opts(&public, &certs, "app", Some("wrong")));
     wait_status(&listener, "refused", |s| matches!(s, Status::Down(Some(_)))).await;
     match listener.status() {
@@ -372,13 +371,13 @@ async fn wrong_token_is_refused() {
     }
     assert_eq!(public.server.stats().await.sessions, 0);
 }
+both!(wrong_token_is_refused);
 
 /// `Listener::close` ends the session at once: later requests get `502`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closed_listener_leaves() {
+async fn closed_listener_leaves(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let listener = bind_listener(listener_opts(&public, &certs, "app", Some("tok")));
     timeout(Duration::from_secs(10), listener.wait_up())
         .await
@@ -391,15 +390,15 @@ async fn closed_listener_leaves() {
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(matches!(listener.status(), Status::Closed(_)));
 }
+both!(closed_listener_leaves);
 
 /// A public server whose certificate the Listener does not trust: Down with the TLS
 /// error, retried; plain `http://` is refused up front.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untrusted_certificate_and_plain_http() {
+async fn untrusted_certificate_and_plain_http(side: Side) {
     init_tracing();
     let certs = Certs::new();
     let other = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let opts = listener_opts(&public, &other, "app", Some("tok"));
     let listener = bind_listener(opts);
     wait_status(&listener, "down", |s| matches!(s, Status::Down(Some(_)))).await;
@@ -416,3 +415,4 @@ async fn untrusted_certificate_and_plain_http() {
     let err = plain.expect_err("plain http must be refused").to_string();
     assert!(err.contains("https"), "{err}");
 }
+both!(untrusted_certificate_and_plain_http);

@@ -196,12 +196,17 @@ const N: usize = 1 << 20;
 /// The NAT side dies (its runtime is shut down: every task and socket gone) during 100
 /// downloads from it, and comes back: no transfer is truncated, the dead session is
 /// dropped, and the restarted Listener serves 100 more.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listener_killed_and_restarted_during_100_transfers() {
+async fn listener_killed_and_restarted_during_100_transfers(side: Side) {
     let _serial = SERIAL.lock().await;
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok"), ("web", "tok")])).await;
+    let public = start_public_with(
+        side,
+        &certs,
+        token_config(&[("app", "tok"), ("web", "tok")]),
+        None,
+    )
+    .await;
     let internal = start_internal().await;
     let server = public.server.clone();
 
@@ -338,6 +343,7 @@ async fn listener_killed_and_restarted_during_100_transfers() {
     let st = server.stats().await;
     assert_eq!((st.sessions, st.pending_dials), (2, 0));
 }
+both!(listener_killed_and_restarted_during_100_transfers);
 
 /// The public server dies (its runtime shut down) during 100 uploads to the NAT side:
 /// no upload is truncated on the NAT side, the Listener notices, retries, and serves
@@ -530,8 +536,7 @@ async fn pipe(
 
 /// Nothing but the PING keep-alive can notice a path that silently stopped carrying
 /// packets: both ends must, within a bound, and the conns on it must fail (not hang).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_cut_without_fin_is_noticed_by_ping_on_both_sides() {
+async fn tcp_cut_without_fin_is_noticed_by_ping_on_both_sides(side: Side) {
     let _serial = SERIAL.lock().await;
     init_tracing();
     let ping = |h2: &mut h2rev2_tokio::H2Settings| {
@@ -541,7 +546,7 @@ async fn tcp_cut_without_fin_is_noticed_by_ping_on_both_sides() {
     let certs = Certs::new();
     let mut config = token_config(&[("app", "tok")]);
     ping(&mut config.h2);
-    let public = start_public(&certs, config).await;
+    let public = start_public_with(side, &certs, config, None).await;
     let relay = Relay::start(public.addr).await;
     let url = format!("https://localhost:{}", relay.addr.port());
     let mut opts = ListenerOptions::new(&url, id("app"), certs.client_tls()).unwrap();
@@ -604,6 +609,7 @@ async fn tcp_cut_without_fin_is_noticed_by_ping_on_both_sides() {
         .unwrap();
     assert_eq!(got, b"after");
 }
+both!(tcp_cut_without_fin_is_noticed_by_ping_on_both_sides);
 
 /// Reads until end of file or error: `Ok(bytes)` on a clean end, `Err` on an error.
 async fn read_pattern_any<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
@@ -617,11 +623,10 @@ async fn read_pattern_any<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>
 
 /// Proxied downloads whose Clients stop reading hold their own streams only: other
 /// requests through the same tunnel still complete, with the default windows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_that_stop_reading_do_not_stall_the_tunnel() {
+async fn clients_that_stop_reading_do_not_stall_the_tunnel(side: Side) {
     let _serial = SERIAL.lock().await;
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let addr = s.public.addr;
     let big = format!(
         "https://localhost:{}/proxy/app/big/{}",
@@ -680,6 +685,7 @@ async fn clients_that_stop_reading_do_not_stall_the_tunnel() {
         got += f.into_data().map(|d| d.len()).unwrap_or(0);
     }
 }
+both!(clients_that_stop_reading_do_not_stall_the_tunnel);
 
 // ---------------------------------------------------------------------------------
 // 10,000 conns opened and closed: nothing leaks
@@ -711,7 +717,7 @@ struct Snapshot {
     connections: i64,
 }
 
-async fn snapshot(server: &Server) -> Snapshot {
+async fn snapshot(server: &h2rev2_driver::Server) -> Snapshot {
     let st = server.stats().await;
     let m = server.metrics();
     Snapshot {
@@ -729,7 +735,7 @@ async fn snapshot(server: &Server) -> Snapshot {
 }
 
 /// Waits (10 s at most) until the counters that must come back exactly do.
-async fn settle(server: &Server, base: &Snapshot) -> Snapshot {
+async fn settle(server: &h2rev2_driver::Server, base: &Snapshot) -> Snapshot {
     let t0 = Instant::now();
     loop {
         let now = snapshot(server).await;
@@ -748,7 +754,7 @@ async fn settle(server: &Server, base: &Snapshot) -> Snapshot {
 }
 
 /// The public side of one reverse conn: dial, a byte each way, both ends closed.
-async fn one_conn(server: &Server) {
+async fn one_conn(server: &h2rev2_driver::Server) {
     let mut c = server.dial(&id("app")).await.unwrap();
     c.write_all(b"?").await.unwrap();
     c.shutdown().await.unwrap();
@@ -783,12 +789,11 @@ async fn answer_all(listener: Listener) {
 /// their high-water mark: a leak of 1 KiB per conn (10 MiB) breaks it. The core's
 /// counters (sessions, pending dials, spares) and the server's (open conns,
 /// connections) must come back exactly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_conns_leave_nothing_behind() {
+async fn ten_thousand_conns_leave_nothing_behind(side: Side) {
     let _serial = SERIAL.lock().await;
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let mut opts = listener_opts(&public, &certs, "app", Some("tok"));
     opts.machine.spares = 2;
     let listener = bind_listener(opts);
@@ -878,3 +883,4 @@ async fn ten_thousand_conns_leave_nothing_behind() {
         after.rss_kib
     );
 }
+both!(ten_thousand_conns_leave_nothing_behind);

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use h2rev2_tokio::Server;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -21,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A cleartext hyper server (HTTP/1.1 and h2c): `/health` is the user's own, the rest
 /// goes to the h2rev2 proxy.
-async fn user_server(server: Server) -> SocketAddr {
+async fn user_server(server: h2rev2_driver::Server) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

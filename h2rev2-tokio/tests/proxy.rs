@@ -18,12 +18,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 const VERSIONS: [Version; 2] = [Version::HTTP_11, Version::HTTP_2];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_http_server_through_curl_and_hyper() {
+async fn python_http_server_through_curl_and_hyper(side: Side) {
     init_tracing();
     let py = start_python().await;
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("py", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("py", "tok")]), None).await;
     let listener = bind_listener(listener_opts(&public, &certs, "py", Some("tok")));
     timeout(Duration::from_secs(10), listener.wait_up())
         .await
@@ -75,6 +74,7 @@ async fn python_http_server_through_curl_and_hyper() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{v:?}");
     }
 }
+both!(python_http_server_through_curl_and_hyper);
 
 /// Checks every basic thing a user does through a tunnel for id `app`: curl and hyper
 /// over HTTP/1.1 and HTTP/2, a query string, a request body, and concurrency.
@@ -123,21 +123,20 @@ async fn basic_checks(s: &Stack) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn basic_with_tokens_roles_and_spares() {
+async fn basic_with_tokens_roles_and_spares(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     basic_checks(&s).await;
 }
+both!(basic_with_tokens_roles_and_spares);
 
 /// A Listener that behaves like the Go package on the wire (unmarked revdial requests,
 /// FIFO matching, no spares) against a server in anonymous mode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn basic_with_go_wire_behaviour() {
+async fn basic_with_go_wire_behaviour(side: Side) {
     init_tracing();
     let mut config = ServerConfig::default();
     config.dialer.auth.allow_anonymous();
-    let s = stack_with(config, |o| {
+    let s = stack_on(side, config, |o| {
         o.token = None;
         o.machine.mark_roles = false;
         o.machine.spares = 0;
@@ -150,15 +149,15 @@ async fn basic_with_go_wire_behaviour() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "data: event 0\n\ndata: event 1\n\ndata: event 2\n\n");
 }
+both!(basic_with_go_wire_behaviour);
 
 /// The original README's example: a server with a default dialer id proxies every
 /// other path, unchanged, to it (`curl -k https://localhost:9090/get`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_target_route() {
+async fn default_target_route(side: Side) {
     init_tracing();
     let mut config = token_config(&[("app", "tok")]);
     config.routes = RouteConfig::default().with_default_id(Some(id("app")));
-    let s = stack_with(config, |_| {}).await;
+    let s = stack_on(side, config, |_| {}).await;
     for v in ["--http1.1", "--http2"] {
         let (ok, out, err) = curl(&[v, "-k", &format!("{}/get?show_env=1", s.public.url())]).await;
         assert!(ok, "{v}: {err}");
@@ -174,11 +173,11 @@ async fn default_target_route() {
         assert_eq!(status, StatusCode::NOT_FOUND, "the internal server's 404");
     }
 }
+both!(default_target_route);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_headers_and_hop_by_hop() {
+async fn forwarded_headers_and_hop_by_hop(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let req = Request::get(format!(
         "https://localhost:{}/proxy/app/headers?q=1",
         s.public.addr.port()
@@ -204,13 +203,13 @@ async fn forwarded_headers_and_hop_by_hop() {
     assert!(text.contains("x-forwarded-prefix: /proxy/app"), "{text}");
     assert!(text.contains("path: /headers?q=1"), "{text}");
 }
+both!(forwarded_headers_and_hop_by_hop);
 
 /// 200 requests at once through one tunnel: on one HTTP/2 connection to the public
 /// server, and through the [`DialConnector`] in process.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_requests() {
+async fn two_hundred_concurrent_requests(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let client = h2_client(s.public.addr, &s.certs).await;
     let port = s.public.addr.port();
     let mut tasks = Vec::new();
@@ -261,12 +260,12 @@ async fn two_hundred_concurrent_requests() {
         timeout(Duration::from_secs(60), t).await.unwrap().unwrap();
     }
 }
+both!(two_hundred_concurrent_requests);
 
 /// Server-sent events: the first event reaches the Client before the stream ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_events_arrive_as_they_are_sent() {
+async fn sse_events_arrive_as_they_are_sent(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     for v in VERSIONS {
         let req = Request::get(format!(
             "https://localhost:{}/proxy/app/sse",
@@ -306,6 +305,7 @@ async fn sse_events_arrive_as_they_are_sent() {
         assert!(lead >= Duration::from_millis(700), "{v:?}: lead {lead:?}");
     }
 }
+both!(sse_events_arrive_as_they_are_sent);
 
 async fn websocket_echo_through(s: &Stack, path: &str) {
     let tls = tls_connect(s.public.addr, &s.certs, h2rev2_tokio::tls::ALPN_HTTP11).await;
@@ -350,19 +350,18 @@ async fn websocket_echo_through(s: &Stack, path: &str) {
     assert!(end.is_ok(), "close handshake did not complete");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_echo() {
+async fn websocket_echo(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     websocket_echo_through(&s, "/proxy/app/ws").await;
 }
+both!(websocket_echo);
 
 /// Unknown id: `502` naming the id, within 100 ms (measured in process, on an
 /// established connection).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_id_is_502_at_once() {
+async fn unknown_id_is_502_at_once(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let mut h2 = h2_client(s.public.addr, &s.certs).await;
     let mut h1 = h1_client(s.public.addr, &s.certs).await;
     for round in 0..3 {
@@ -400,12 +399,12 @@ async fn unknown_id_is_502_at_once() {
     let (status, _) = get(s.public.addr, &s.certs, Version::HTTP_11, "/elsewhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+both!(unknown_id_is_502_at_once);
 
 /// `Server::shutdown` lets a response in flight finish, then the server is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_finishes_in_flight_responses() {
+async fn graceful_shutdown_finishes_in_flight_responses(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let mut bodies = Vec::new();
     for v in VERSIONS {
         let req = Request::get(format!(
@@ -450,13 +449,13 @@ async fn graceful_shutdown_finishes_in_flight_responses() {
         .unwrap();
     eprintln!("shutdown took {:?}", started.elapsed());
 }
+both!(graceful_shutdown_finishes_in_flight_responses);
 
 /// curl uploads a 3 MiB file (HTTP/1.1 with `Expect: 100-continue`, and HTTP/2), and
 /// sends HEAD requests: what a user's shell does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_uploads_and_head() {
+async fn curl_uploads_and_head(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let data = pattern(3 << 20);
     let file = s.certs.dir.path().join("upload.bin");
     std::fs::write(&file, &data).unwrap();
@@ -494,13 +493,13 @@ async fn curl_uploads_and_head() {
         assert!(head.contains(" 200"), "{v}: {head}");
     }
 }
+both!(curl_uploads_and_head);
 
 /// Clients that give up mid-download (drop the response, or the connection) release
 /// their reverse conns: nothing piles up on the public side.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn abandoned_downloads_release_their_conns() {
+async fn abandoned_downloads_release_their_conns(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     let open = || {
         s.public
             .server
@@ -551,14 +550,14 @@ async fn abandoned_downloads_release_their_conns() {
     let (status, _) = get(s.public.addr, &s.certs, Version::HTTP_2, "/proxy/app/hello").await;
     assert_eq!(status, StatusCode::OK);
 }
+both!(abandoned_downloads_release_their_conns);
 
 /// The NAT proxy's `strip_prefix` (for a Go public server, which forwards full paths)
 /// strips whole segments only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nat_proxy_strips_whole_prefix_segments() {
+async fn nat_proxy_strips_whole_prefix_segments(side: Side) {
     init_tracing();
     let certs = Certs::new();
-    let public = start_public(&certs, token_config(&[("app", "tok")])).await;
+    let public = start_public_with(side, &certs, token_config(&[("app", "tok")]), None).await;
     let internal = start_internal().await;
     let listener = bind_listener(listener_opts(&public, &certs, "app", Some("tok")));
     timeout(Duration::from_secs(10), listener.wait_up())
@@ -579,13 +578,13 @@ async fn nat_proxy_strips_whole_prefix_segments() {
         assert_eq!(String::from_utf8_lossy(&body), want, "{path}");
     }
 }
+both!(nat_proxy_strips_whole_prefix_segments);
 
 /// What is still running at the shutdown deadline is cut: `shutdown` returns on time
 /// and a Client stuck in a download sees an error, not a clean end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_cuts_what_is_left_at_the_deadline() {
+async fn shutdown_cuts_what_is_left_at_the_deadline(side: Side) {
     init_tracing();
-    let s = stack().await;
+    let s = stack_on(side, token_config(&[("app", "tok")]), |_| {}).await;
     const TOTAL: usize = 256 << 20;
     let mut bodies = Vec::new();
     for v in VERSIONS {
@@ -643,18 +642,18 @@ async fn shutdown_cuts_what_is_left_at_the_deadline() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+both!(shutdown_cuts_what_is_left_at_the_deadline);
 
 /// A base path and the original README's `-dialer-key dialerid`: both sides agree on
 /// the layout, and Clients use `B/proxy/{id}/`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn base_path_and_custom_id_key() {
+async fn base_path_and_custom_id_key(side: Side) {
     init_tracing();
     let mut config = token_config(&[("app", "tok")]);
     config.routes = RouteConfig::default()
         .with_base("/tunnel")
         .with_id_key("dialerid");
     let certs = Certs::new();
-    let public = start_public(&certs, config).await;
+    let public = start_public_with(side, &certs, config, None).await;
     let internal = start_internal().await;
     let mut opts = h2rev2_tokio::ListenerOptions::new(
         &format!("{}/tunnel", public.url()),
@@ -684,3 +683,4 @@ async fn base_path_and_custom_id_key() {
         );
     }
 }
+both!(base_path_and_custom_id_key);

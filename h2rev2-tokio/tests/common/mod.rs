@@ -53,8 +53,19 @@ impl Certs {
     }
 }
 
+/// The runtime binding serving the public side of a test: the same scenario runs on
+/// both (`both!` in the test files instantiates it for each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// `h2rev2_tokio::Server` on the test's tokio runtime.
+    Tokio,
+    /// `h2rev2_smol::Server`: its tasks on smol's global executor, its sockets
+    /// async-io's, TLS futures-rustls.
+    Smol,
+}
+
 pub struct Public {
-    pub server: Server,
+    pub server: h2rev2_driver::Server,
     pub addr: SocketAddr,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -66,16 +77,57 @@ impl Public {
 }
 
 pub async fn start_public(certs: &Certs, config: ServerConfig) -> Public {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    start_public_on(certs, config, listener).await
+    start_public_with(Side::Tokio, certs, config, None).await
 }
 
 pub async fn start_public_on(certs: &Certs, config: ServerConfig, listener: TcpListener) -> Public {
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(config);
     let tls = tls::server_config(certs.identity.clone(), None).unwrap();
-    let task = tokio::spawn(server.clone().serve(listener, tls));
-    Public { server, addr, task }
+    serve_on(Side::Tokio, config, listener, tls)
+}
+
+/// A public server of `side` on 127.0.0.1 (TLS with `client_roots` for mutual TLS).
+pub async fn start_public_with(
+    side: Side,
+    certs: &Certs,
+    config: ServerConfig,
+    client_roots: Option<rustls::RootCertStore>,
+) -> Public {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = tls::server_config(certs.identity.clone(), client_roots).unwrap();
+    serve_on(side, config, listener, tls)
+}
+
+fn serve_on(
+    side: Side,
+    config: ServerConfig,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) -> Public {
+    let addr = listener.local_addr().unwrap();
+    match side {
+        Side::Tokio => {
+            let server = Server::new(config);
+            let task = tokio::spawn(server.clone().serve(listener, tls));
+            Public {
+                server: server.into(),
+                addr,
+                task,
+            }
+        }
+        Side::Smol => {
+            let server = h2rev2_smol::Server::new(config);
+            let std = listener.into_std().unwrap();
+            let listener = smol::net::TcpListener::try_from(std).unwrap();
+            // The accept loop polls async-io's socket from this task; every connection
+            // is served on smol's executor.
+            let task = tokio::spawn(server.clone().serve(listener, tls));
+            Public {
+                server: server.into(),
+                addr,
+                task,
+            }
+        }
+    }
 }
 
 /// A config admitting `id` with `token`.
@@ -100,7 +152,7 @@ pub fn listener_opts(
     o
 }
 
-pub async fn wait_session(server: &Server, n: usize) {
+pub async fn wait_session(server: &h2rev2_driver::Server, n: usize) {
     for _ in 0..500 {
         if server.stats().await.sessions >= n {
             return;
@@ -556,7 +608,7 @@ impl Drop for NatSide {
 }
 
 /// Waits until the server's session count is `n` (5 s at most).
-pub async fn wait_sessions(server: &Server, n: usize) {
+pub async fn wait_sessions(server: &h2rev2_driver::Server, n: usize) {
     for _ in 0..500 {
         if server.stats().await.sessions == n {
             return;
@@ -578,8 +630,17 @@ pub struct Stack {
 }
 
 pub async fn stack_with(config: ServerConfig, tweak: impl FnOnce(&mut ListenerOptions)) -> Stack {
+    stack_on(Side::Tokio, config, tweak).await
+}
+
+/// [`stack_with`] with the public server of `side`.
+pub async fn stack_on(
+    side: Side,
+    config: ServerConfig,
+    tweak: impl FnOnce(&mut ListenerOptions),
+) -> Stack {
     let certs = Certs::new();
-    let public = start_public(&certs, config).await;
+    let public = start_public_with(side, &certs, config, None).await;
     let internal = start_internal().await;
     let mut opts = listener_opts(&public, &certs, "app", Some("tok"));
     tweak(&mut opts);
@@ -602,4 +663,23 @@ pub async fn stack_with(config: ServerConfig, tweak: impl FnOnce(&mut ListenerOp
 
 pub async fn stack() -> Stack {
     stack_with(token_config(&[("app", "tok")]), |_| {}).await
+}
+
+/// Instantiates the scenario `$name(side: Side)` once per runtime binding of the public
+/// server: `$name::tokio` and `$name::smol`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tokio() {
+                super::$name(super::Side::Tokio).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn smol() {
+                super::$name(super::Side::Smol).await
+            }
+        }
+    };
 }
