@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,7 +28,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::connector::{ConnectError, DialConnector};
 use crate::server::{Server, respond_text};
@@ -177,6 +178,49 @@ fn append_forwarded(
     }
 }
 
+/// Why a proxied request got no response, in words safe to show a Client: the status
+/// and what the far side did (`refused the connection`, `closed the connection
+/// without a response`, `timed out`...). The error itself, with addresses and causes,
+/// is for the log only.
+pub fn upstream_failure(e: &(dyn StdError + 'static)) -> (StatusCode, &'static str) {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    let mut connect = false;
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return (
+                    StatusCode::BAD_GATEWAY,
+                    "closed the connection without a response",
+                );
+            }
+            if h.is_timeout() {
+                return (StatusCode::GATEWAY_TIMEOUT, "timed out");
+            }
+        }
+        if let Some(l) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= l.is_connect();
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::ConnectionRefused => {
+                    return (StatusCode::BAD_GATEWAY, "refused the connection");
+                }
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                    return (StatusCode::BAD_GATEWAY, "reset the connection");
+                }
+                io::ErrorKind::TimedOut => return (StatusCode::GATEWAY_TIMEOUT, "timed out"),
+                _ => {}
+            }
+        }
+        cur = err.source();
+    }
+    if connect {
+        (StatusCode::BAD_GATEWAY, "could not be reached")
+    } else {
+        (StatusCode::BAD_GATEWAY, "failed to answer")
+    }
+}
+
 fn dial_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a DialError> {
     let mut cur: Option<&'a (dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -251,22 +295,21 @@ pub(crate) async fn forward(
         Ok(r) => r,
         Err(e) => {
             return match dial_error(&e) {
-                Some(d @ DialError::NoSession) => {
-                    forget_client(server, &id);
+                Some(d) => {
+                    if *d == DialError::NoSession {
+                        forget_client(server, &id);
+                    }
                     text(
                         StatusCode::from_u16(d.status()).unwrap_or(StatusCode::BAD_GATEWAY),
-                        format!("h2rev2: {id}: {d}\n"),
+                        format!("h2rev2: {id}: {}\n", d.client_text()),
                     )
                 }
-                Some(d) => text(
-                    StatusCode::from_u16(d.status()).unwrap_or(StatusCode::BAD_GATEWAY),
-                    format!("h2rev2: {id}: {d}\n"),
-                ),
                 None => {
-                    debug!(%id, error = %e, "proxy: upstream request failed");
+                    let (status, what) = upstream_failure(&e);
+                    info!(%id, error = ?e, "proxy: the reverse connection {what}");
                     text(
-                        StatusCode::BAD_GATEWAY,
-                        format!("h2rev2: {id}: upstream error: {e}\n"),
+                        status,
+                        format!("h2rev2: {id}: the reverse connection {what}\n"),
                     )
                 }
             };

@@ -236,6 +236,21 @@ impl DialError {
     }
 }
 
+impl DialError {
+    /// A short reason safe to show a Client (a proxied request's error body): no
+    /// detail that came from the Listener's side (its addresses, its errors), which
+    /// [`Display`](fmt::Display) includes for the log.
+    pub fn client_text(&self) -> String {
+        match self {
+            DialError::NoSession => "no Listener is connected for this id".into(),
+            DialError::Timeout => "timed out waiting for a reverse connection".into(),
+            DialError::PickupFailed(_) => "the Listener could not open a reverse connection".into(),
+            DialError::SessionClosed(_) => "the Listener's session ended".into(),
+            DialError::Limit(l) => l.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -172,11 +172,10 @@ async fn forward(
     let mut resp = match client.request(out).await {
         Ok(r) => r,
         Err(e) => {
-            debug!(error = %e, "internal server request failed");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("h2rev2: internal server {} unreachable: {e}\n", opts.target),
-            );
+            // Clients get the short reason; the target and the cause go to the log.
+            let (status, what) = h2rev2_driver::upstream_failure(&e);
+            info!(target = %opts.target, error = ?e, "internal server {what}");
+            return text(status, format!("h2rev2: the internal server {what}\n"));
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
