@@ -14,6 +14,8 @@ const BUCKETS: [f64; 12] = [
 pub struct Metrics {
     /// Live sessions (Listeners).
     pub sessions: AtomicI64,
+    /// Sessions that ended (replaced, closed, dead), since start.
+    pub sessions_ended: AtomicU64,
     /// Reverse connections handed out and not yet dropped.
     pub open_conns: AtomicI64,
     /// HTTP/2 and HTTP/1.1 connections being served.
@@ -70,6 +72,13 @@ impl Metrics {
             "Live Listener sessions.",
             "gauge",
             self.sessions.load(Relaxed).to_string(),
+        );
+        g(
+            &mut o,
+            "h2rev2_sessions_ended_total",
+            "Listener sessions that ended (closed, replaced or found dead).",
+            "counter",
+            self.sessions_ended.load(Relaxed).to_string(),
         );
         g(
             &mut o,

@@ -1000,6 +1000,7 @@ impl Driver {
                     reason,
                 } => {
                     self.metrics.sessions.fetch_sub(1, Relaxed);
+                    self.metrics.sessions_ended.fetch_add(1, Relaxed);
                     info!(%id, session = session.index(), "session down: {reason}");
                 }
             }
