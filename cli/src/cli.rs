@@ -204,6 +204,20 @@ pub struct LimitArgs {
     /// Seconds without a PING answer after which a connection is dead.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub keepalive_timeout: u64,
+    /// Seconds a proxied request may wait for the response's headers; then 504.
+    /// Answered streams (SSE, WebSocket, downloads) are not cut by it.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub response_timeout: u64,
+    /// Seconds a proxied request or response body may make no progress; then it is
+    /// aborted (not applied to text/event-stream responses).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub body_idle_timeout: u64,
+    /// Proxied requests in flight per id; more wait --queue-timeout, then get 503.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_requests_per_id: usize,
+    /// Milliseconds a proxied request waits for a free slot of its id.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub queue_timeout: u64,
 }
 
 impl LimitArgs {
@@ -219,6 +233,10 @@ impl LimitArgs {
         config.idle_timeout = Duration::from_secs(self.idle_timeout.max(1));
         config.h2.keepalive_interval = Duration::from_secs(self.keepalive.max(1));
         config.h2.keepalive_timeout = Duration::from_secs(self.keepalive_timeout.max(1));
+        config.proxy.response_timeout = Duration::from_secs(self.response_timeout.max(1));
+        config.proxy.body_idle_timeout = Duration::from_secs(self.body_idle_timeout.max(1));
+        config.proxy.max_requests_per_id = self.max_requests_per_id.max(1);
+        config.proxy.queue_timeout = Duration::from_millis(self.queue_timeout);
     }
 }
 

@@ -63,3 +63,68 @@ fn limit_flags_are_applied() {
         "the connection over the limit waited for the handshake timeout: {took:?}"
     );
 }
+
+/// `--response-timeout` reaches the proxy: a backend that never answers gets the
+/// Client a short 504 after about that long, not a request held forever.
+#[test]
+fn response_timeout_flag_answers_504() {
+    // An internal server that accepts, reads and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let internal = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = write_file(dir.path(), "tokens.txt", "app tok\n");
+    let cert = dir.path().join("server.crt").display().to_string();
+    let mut server = Proc::h2rev2(
+        "server",
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--self-signed",
+            "--cert-out",
+            &cert,
+            "--tokens",
+            &tokens.display().to_string(),
+            "--response-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let public = server.wait_value_after("Serving on https://", Duration::from_secs(20));
+    let url = format!("https://{public}");
+    let mut client = Proc::h2rev2(
+        "client",
+        &[
+            "client",
+            "--server",
+            &url,
+            "--ca",
+            &cert,
+            "--id",
+            "app",
+            "--proxy-host",
+            &internal,
+        ],
+        &[("H2REV2_TOKEN", "tok")],
+    );
+    client.wait_for("Serving on Reverse connection", Duration::from_secs(20));
+    let started = Instant::now();
+    let (_, body, err) = curl(&[
+        "-s",
+        "--cacert",
+        &cert,
+        "-w",
+        "%{http_code}",
+        &format!("{url}/proxy/app/x"),
+    ]);
+    let took = started.elapsed();
+    assert!(body.ends_with("504"), "{body:?} {err}");
+    assert!(body.contains("did not answer in time"), "{body:?}");
+    assert!(took < Duration::from_secs(5), "504 after {took:?}");
+}

@@ -46,7 +46,8 @@ pub use io::{BoxIo, Connect, Connected, Target};
 pub use listener::{Listener, ListenerOptions, OptionsError, Status};
 pub use metrics::Metrics;
 pub use proxy::{
-    BoxError, ProxyBody, ProxyService, strip_hop_by_hop, text as text_response, upstream_failure,
+    BoxError, ProxyBody, ProxyLimits, ProxyService, strip_hop_by_hop, text as text_response,
+    upstream_failure,
 };
 pub use relay::relay;
 pub use runtime::{Rt, Runtime, Task, Timer};

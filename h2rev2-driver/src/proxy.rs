@@ -12,6 +12,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,7 +31,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::connector::{ConnectError, DialConnector};
+use crate::runtime::{Rt, Timer};
 use crate::server::{Server, respond_text};
 
 /// A boxed error.
@@ -49,6 +53,45 @@ pub fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
         .expect("static response")
 }
 
+/// Bounds on the requests the HTTP proxy forwards, so that a slow backend or a Client
+/// that never sends its body holds nothing for long, and one id's Clients cannot open
+/// reverse connections without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyLimits {
+    /// How long the NATed server may take to answer with a response's headers; then
+    /// the Client gets `504`. Streams that answered (SSE, WebSocket upgrades, long
+    /// downloads) are not cut by it. Default 60 s.
+    pub response_timeout: Duration,
+    /// A request or response body that yields nothing for this long is aborted (the
+    /// Client's upload that never arrives, a backend that stops mid-body). Not applied
+    /// to `text/event-stream` responses, whose events may be far apart. Default 300 s.
+    pub body_idle_timeout: Duration,
+    /// Requests forwarded to one id at once; more wait up to `queue_timeout`, then get
+    /// `503`. Default 256.
+    pub max_requests_per_id: usize,
+    /// How long a request waits for one of `max_requests_per_id`. Default 2 s.
+    pub queue_timeout: Duration,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        ProxyLimits {
+            response_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(300),
+            max_requests_per_id: 256,
+            queue_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// An id's pooled client and the permits of its requests in flight.
+#[derive(Clone)]
+struct Upstream {
+    client: ProxyClient,
+    permits: Arc<Semaphore>,
+}
+
 /// Most ids with a pooled client at once; past it the map is emptied (requests in
 /// flight keep their clients, idle pooled conns of the others are dropped).
 const MAX_POOLED_IDS: usize = 4096;
@@ -58,7 +101,7 @@ const MAX_POOLED_IDS: usize = 4096;
 /// read as host `corp` and `DB` would share `db`'s pooled connections.
 #[derive(Default)]
 pub(crate) struct ProxyClients {
-    by_id: HashMap<DialerId, ProxyClient>,
+    by_id: HashMap<DialerId, Upstream>,
     closed: bool,
 }
 
@@ -72,7 +115,7 @@ impl ProxyClients {
 
 /// The pooled client for `id`, made on first use; `None` once the server is shutting
 /// down.
-fn client(server: &Server, id: &DialerId) -> Option<ProxyClient> {
+fn client(server: &Server, id: &DialerId) -> Option<Upstream> {
     let mut clients = server
         .inner
         .clients
@@ -94,8 +137,13 @@ fn client(server: &Server, id: &DialerId) -> Option<ProxyClient> {
         .pool_max_idle_per_host(1024)
         .set_host(false)
         .build(DialConnector::to(server.clone(), id.clone()));
-    clients.by_id.insert(id.clone(), client.clone());
-    Some(client)
+    let limit = server.config().proxy.max_requests_per_id.max(1);
+    let upstream = Upstream {
+        client,
+        permits: Arc::new(Semaphore::new(limit)),
+    };
+    clients.by_id.insert(id.clone(), upstream.clone());
+    Some(upstream)
 }
 
 /// Forgets `id`'s pooled client (its session is gone: nothing to reuse).
@@ -284,14 +332,38 @@ pub(crate) async fn forward(
     }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
+    let limits = server.config().proxy;
+    let rt = server.inner.rt.clone();
+    let body = IdleBody::new(body, limits.body_idle_timeout, rt.clone(), None).boxed();
     let out = Request::from_parts(parts, body);
-    let Some(client) = client(server, &id) else {
+    let Some(upstream) = client(server, &id) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "h2rev2: the server is shutting down\n".into(),
         );
     };
-    let mut resp = match client.request(out).await {
+    let permits = upstream.permits.clone().acquire_owned();
+    let Some(Ok(permit)) = rt.timeout(limits.queue_timeout, permits).await else {
+        info!(%id, "proxy: too many requests in flight for this id");
+        let mut resp = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("h2rev2: {id}: too many requests in flight, try again later\n"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    };
+    let Some(answered) = rt
+        .timeout(limits.response_timeout, upstream.client.request(out))
+        .await
+    else {
+        info!(%id, timeout = ?limits.response_timeout, "proxy: no response in time");
+        return text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("h2rev2: {id}: the internal server did not answer in time\n"),
+        );
+    };
+    let mut resp = match answered {
         Ok(r) => r,
         Err(e) => {
             return match dial_error(&e) {
@@ -319,6 +391,8 @@ pub(crate) async fn forward(
         if let Some(client_upgrade) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
             server.inner.rt.spawn(async move {
+                // The upgraded stream counts as a request in flight while it lasts.
+                let _permit = permit;
                 match tokio::try_join!(client_upgrade, upstream) {
                     Ok((c, u)) => {
                         let mut c = TokioIo::new(c);
@@ -334,7 +408,105 @@ pub(crate) async fn forward(
         }
     }
     strip_hop_by_hop(resp.headers_mut());
-    resp.map(|b| b.map_err(BoxError::from).boxed())
+    let events = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let idle = if events {
+        None
+    } else {
+        Some(limits.body_idle_timeout)
+    };
+    resp.map(|b| {
+        let b = b.map_err(BoxError::from);
+        IdleBody::with_permit(b, idle, rt, permit).boxed()
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A body that fails when its source yields nothing for `idle` (while it is being
+    /// read), and that holds its request's permit until it is done or dropped.
+    struct IdleBody<B> {
+        #[pin]
+        inner: B,
+        idle: Option<Duration>,
+        timer: Option<Pin<Box<dyn Timer>>>,
+        rt: Rt,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<B> IdleBody<B> {
+    fn new(inner: B, idle: Duration, rt: Rt, permit: Option<OwnedSemaphorePermit>) -> Self {
+        IdleBody {
+            inner,
+            idle: Some(idle),
+            timer: None,
+            rt,
+            permit,
+        }
+    }
+
+    fn with_permit(inner: B, idle: Option<Duration>, rt: Rt, permit: OwnedSemaphorePermit) -> Self {
+        IdleBody {
+            inner,
+            idle,
+            timer: None,
+            rt,
+            permit: Some(permit),
+        }
+    }
+}
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let (Some(timer), Some(idle)) = (this.timer.as_mut(), *this.idle) {
+                    timer.as_mut().reset(this.rt.now() + idle);
+                }
+                if frame.is_none() {
+                    this.permit.take();
+                }
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                let Some(idle) = *this.idle else {
+                    return Poll::Pending;
+                };
+                let rt = &*this.rt;
+                let timer = this.timer.get_or_insert_with(|| rt.timer(rt.now() + idle));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.permit.take();
+                    *this.idle = None;
+                    return Poll::Ready(Some(Err(format!(
+                        "the body made no progress for {idle:?}"
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Serves HTTP/1.1 Clients on `io`.

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     /// would freeze every stream of the tunnel. Default 256 MiB: 32 stalled downloads,
     /// and at most that much unread data buffered per tunnel.
     pub tunnel_connection_window: u32,
+    /// Bounds on proxied requests: response and body timeouts, requests per id.
+    pub proxy: crate::proxy::ProxyLimits,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             cert_identity: Default::default(),
             tunnel_connection_window: 256 << 20,
+            proxy: Default::default(),
         }
     }
 }

@@ -204,10 +204,28 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The internal server's routes: `/hello`, `/get` (method, path and query back),
 /// `/big/{n}` (streamed [`pattern`]), `/echo`, `/sha256` (of the request body, hashed
-/// as it streams in), `/sse` (3 events 500 ms apart), `/headers`, `/ws` (WebSocket echo).
+/// as it streams in), `/sse` (3 events 500 ms apart), `/headers`, `/ws` (WebSocket echo),
+/// `/slow/{ms}` (answers after `ms` milliseconds), `/stall` (headers, a first chunk,
+/// then nothing for a minute).
 pub async fn internal(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let full = |b: Bytes| Full::new(b).boxed();
+    if let Some(ms) = path.strip_prefix("/slow/").and_then(|m| m.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Ok(Response::new(full(Bytes::from_static(b"slow answer\n"))));
+    }
+    if path == "/stall" {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"first\n"))))
+                .await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(tx);
+        });
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        return Ok(Response::new(BodyExt::boxed(body)));
+    }
     if path == "/get" {
         let s = format!("{} {}\n", req.method(), req.uri());
         return Ok(Response::new(full(Bytes::from(s))));
