@@ -50,3 +50,20 @@ pub trait Connect: Send + Sync + 'static {
     /// Connects to `target`.
     fn connect(&self, target: Target) -> ConnectFuture;
 }
+
+/// A Client's connection accepted for TCP forwarding: a byte stream that can also be
+/// aborted, so that a reverse connection that broke mid-stream reaches the Client as
+/// a reset (RST), never as a clean end (FIN) it could take for the whole stream.
+pub trait TcpClient: Io {
+    /// Makes the coming close a reset (`SO_LINGER` 0).
+    fn abort(&self);
+}
+
+/// Any socket with a file descriptor (tokio's and smol's `TcpStream`, and wrappers
+/// that expose theirs).
+#[cfg(unix)]
+impl<T: Io + std::os::fd::AsFd> TcpClient for T {
+    fn abort(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO));
+    }
+}

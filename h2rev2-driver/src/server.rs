@@ -585,7 +585,7 @@ impl Server {
     pub async fn forward_with<A, AF>(&self, mut accept: A, id: DialerId) -> io::Result<()>
     where
         A: FnMut() -> AF,
-        AF: std::future::Future<Output = io::Result<(BoxIo, SocketAddr)>>,
+        AF: std::future::Future<Output = io::Result<(Box<dyn crate::io::TcpClient>, SocketAddr)>>,
     {
         let mut stop = self.shutdown_signal();
         loop {
@@ -606,10 +606,17 @@ impl Server {
                 match this.dial(&id).await {
                     Ok(mut conn) => {
                         if let Err(e) = crate::relay::relay(&mut tcp, &mut conn).await {
-                            debug!(%peer, %id, error = %e, "TCP forward ended");
+                            // A broken tunnel (or Client) must not look like a clean
+                            // end: the Client gets a reset; dropping `conn` unfinished
+                            // resets the stream for the far side.
+                            tcp.abort();
+                            debug!(%peer, %id, error = %e, "TCP forward aborted");
                         }
                     }
-                    Err(e) => info!(%peer, %id, error = %e, "TCP forward: dial failed"),
+                    Err(e) => {
+                        tcp.abort();
+                        info!(%peer, %id, error = %e, "TCP forward: dial failed");
+                    }
                 }
             });
         }

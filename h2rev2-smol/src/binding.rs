@@ -5,7 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use h2rev2_driver::{Accepted, BoxIo, ListenerOptions, OptionsError, ServerConfig, TlsPeer};
+use h2rev2_driver::io::TcpClient;
+use h2rev2_driver::{Accepted, ListenerOptions, OptionsError, ServerConfig, TlsPeer};
 use h2rev2_proto::wire::DialerId;
 use smol::net::{TcpListener, TcpStream};
 
@@ -83,7 +84,7 @@ impl Server {
     pub async fn forward_tcp(self, listener: TcpListener, id: DialerId) -> io::Result<()> {
         let next = || async {
             let (tcp, peer) = accept(&listener).await?;
-            Ok((Box::new(H2Io::new(tcp, true)) as BoxIo, peer))
+            Ok((Box::new(H2Io::new(tcp, true)) as Box<dyn TcpClient>, peer))
         };
         self.0.forward_with(next, id).await
     }

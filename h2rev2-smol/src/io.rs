@@ -119,6 +119,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> H2Io<T> {
     }
 }
 
+/// The socket under it, for aborting a forwarded Client's connection (a reset).
+#[cfg(unix)]
+impl<T: std::os::fd::AsFd> std::os::fd::AsFd for H2Io<T> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.get_ref().as_fd()
+    }
+}
+
 impl<T: AsyncRead + Unpin> tokio::io::AsyncRead for H2Io<T> {
     fn poll_read(
         self: Pin<&mut Self>,

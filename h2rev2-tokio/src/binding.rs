@@ -9,11 +9,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use h2rev2_driver::io::{ConnectFuture, Connected, Target};
+use h2rev2_driver::io::{ConnectFuture, Connected, Target, TcpClient};
 use h2rev2_driver::runtime::{Rt, Runtime, Task, Timer};
-use h2rev2_driver::{
-    Accepted, BoxIo, Connect, ListenerOptions, OptionsError, ServerConfig, TlsPeer,
-};
+use h2rev2_driver::{Accepted, Connect, ListenerOptions, OptionsError, ServerConfig, TlsPeer};
 use h2rev2_proto::wire::DialerId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -159,7 +157,7 @@ impl Server {
     pub async fn forward_tcp(self, listener: TcpListener, id: DialerId) -> io::Result<()> {
         let next = || async {
             let (tcp, peer) = accept(&listener).await?;
-            Ok((Box::new(tcp) as BoxIo, peer))
+            Ok((Box::new(tcp) as Box<dyn TcpClient>, peer))
         };
         self.0.forward_with(next, id).await
     }

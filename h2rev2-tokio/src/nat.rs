@@ -205,7 +205,11 @@ pub async fn relay_tcp(listener: Listener, target: String) -> io::Result<()> {
                     let _ = tcp.set_nodelay(true);
                     match h2rev2_driver::relay(&mut conn, &mut tcp).await {
                         Ok((a, b)) => debug!(%target, to_target = a, from_target = b, "relay done"),
-                        Err(e) => debug!(%target, error = %e, "relay ended"),
+                        Err(e) => {
+                            // The tunnel broke: the target sees a reset, not a clean end.
+                            h2rev2_driver::io::TcpClient::abort(&tcp);
+                            debug!(%target, error = %e, "relay aborted");
+                        }
                     }
                 }
                 Err(e) => info!(%target, error = %e, "cannot connect to the TCP target"),
