@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use h2rev2_proto::listener::{Action, Event, Listener, ListenerConfig, State};
+use h2rev2_proto::listener::{Action, Event, Listener, ListenerConfig, RequestId, State};
 use h2rev2_proto::wire::{Command, ControlMessage, Decoder, DialerId, Role, Route};
 
 /// One input event (or the passing of time).
@@ -86,8 +86,8 @@ pub fn check(input: &Input) {
     assert_eq!(l.poll_action(), Some(Action::Connect));
     assert_eq!(l.poll_action(), None);
 
-    let mut requests: HashMap<u64, Req> = HashMap::new();
-    let mut order: Vec<u64> = Vec::new();
+    let mut requests: HashMap<RequestId, Req> = HashMap::new();
+    let mut order: Vec<RequestId> = Vec::new();
     let mut next_request = 0u64;
     let mut attempts = 0u32;
     // Raw bytes may leave a partial line that changes the next conn-ready's token.
@@ -120,7 +120,7 @@ pub fn check(input: &Input) {
             Op::Disconnected => l.handle_event(now, Event::Disconnected { reason: "x".into() }),
             Op::DataOpened(k) | Op::DataFailed(k) => {
                 let request = if order.is_empty() {
-                    u64::from(*k)
+                    RequestId(u64::from(*k))
                 } else {
                     order[*k as usize % order.len()]
                 };
@@ -172,7 +172,7 @@ pub fn check(input: &Input) {
                     path_and_query,
                 } => {
                     assert!(up, "OpenData while {after:?}");
-                    assert_eq!(*request, next_request, "request numbers are sequential");
+                    assert_eq!(request.0, next_request, "request numbers are sequential");
                     next_request += 1;
                     let token = match op {
                         Op::ConnReady(t) => t.clone().filter(|t| !t.is_empty()),
@@ -257,7 +257,7 @@ pub fn check(input: &Input) {
         if let (Op::DataFailed(_), Some(r)) = (op, picked) {
             let expected =
                 matches!(after, State::Up { .. }) && requests.get(&r).is_some_and(|q| q.asked);
-            assert_eq!(pickups, usize::from(expected), "pickup-failed for {r}");
+            assert_eq!(pickups, usize::from(expected), "pickup-failed for {r:?}");
         }
         if let Some(r) = picked {
             if matches!(op, Op::DataOpened(_) | Op::DataFailed(_)) {

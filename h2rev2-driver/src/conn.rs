@@ -14,13 +14,12 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
-use h2rev2_proto::conn::{
-    Conn, ConnConfig, DropAction, NO_ERROR, Read, Side, Transmit, WakeBoth, Write,
-};
+use h2rev2_proto::conn::{Conn, ConnConfig, DropAction, NO_ERROR, Read, Transmit, Write};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Metrics;
 use crate::runtime::{Rt, Timer};
+use crate::wake::{Side, WakeBoth};
 
 /// A reverse connection: `AsyncRead + AsyncWrite` over one HTTP/2 stream, as tokio's
 /// I/O traits and as futures-io's (import the extension traits of the one you use).

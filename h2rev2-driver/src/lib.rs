@@ -35,6 +35,7 @@ mod relay;
 pub mod runtime;
 mod server;
 pub mod settings;
+pub mod wake;
 
 pub use conn::RevConn;
 pub use connector::{ConnectError, DialConnector};

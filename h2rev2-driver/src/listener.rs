@@ -10,7 +10,9 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use h2rev2_proto::conn::ConnConfig;
-use h2rev2_proto::listener::{Action, Event, Listener as Machine, ListenerConfig, State};
+use h2rev2_proto::listener::{
+    Action, Event, Listener as Machine, ListenerConfig, RequestId, State,
+};
 use h2rev2_proto::wire::{DialerId, RouteConfig};
 use http::{Request, Uri};
 use tokio::sync::{mpsc, watch};
@@ -286,8 +288,8 @@ enum Internal {
     ControlRejected(u64, u16, String),
     ControlData(u64, Bytes),
     Disconnected(u64, String),
-    DataOpened(u64, u64),
-    DataFailed(u64, u64, String),
+    DataOpened(u64, RequestId),
+    DataFailed(u64, RequestId, String),
     Close,
 }
 

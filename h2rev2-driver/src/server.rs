@@ -20,9 +20,10 @@ use h2::server::SendResponse;
 use h2rev2_proto::auth::Credentials;
 use h2rev2_proto::conn::{CANCEL, ConnConfig};
 use h2rev2_proto::dialer::{
-    Action, ConnId, DialError, DialId, Dialer, DialerConfig, Event, Stats, StreamId, StreamKind,
+    Action, ConnId, DialError, DialId, Dialer, DialerConfig, Event, RejectKind, Stats, StreamId,
+    StreamKind,
 };
-use h2rev2_proto::idle::IdleRule;
+use h2rev2_proto::idle::{IdleAction, IdleRule};
 use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -456,7 +457,8 @@ impl Server {
         // past the HTTP/2 handshake holds nothing for long; a Listener's connection
         // always holds its control stream.
         let mut idle_rule = IdleRule::new(rt.now(), cfg.handshake_timeout, cfg.idle_timeout);
-        let mut idle_check = rt.timer(idle_rule.deadline());
+        let far = || rt.now() + Duration::from_secs(86400 * 365);
+        let mut idle_check = rt.timer(idle_rule.poll_timeout().unwrap_or_else(far));
         // Notified when a session is accepted on this connection (it is a tunnel).
         let tunnel = Arc::new(Notify::new());
         let mut is_tunnel = false;
@@ -464,8 +466,8 @@ impl Server {
             tokio::select! {
                 next = conn.accept() => match next {
                     Some(Ok((req, respond))) => {
-                        idle_rule.on_stream(rt.now());
-                        idle_check.as_mut().reset(idle_rule.deadline());
+                        idle_rule.handle_stream(rt.now());
+                        idle_check.as_mut().reset(idle_rule.poll_timeout().unwrap_or_else(far));
                         self.on_h2_request(conn_id, peer, &identities, req, respond, tls, &tunnel);
                     }
                     Some(Err(e)) => {
@@ -486,8 +488,8 @@ impl Server {
                 }
                 _ = idle_check.as_mut(), if !draining => {
                     let now = rt.now();
-                    if idle_rule.check(now, conn.has_streams()) {
-                        let opened_any = idle_rule.opened_any();
+                    idle_rule.handle_timeout(now, conn.has_streams());
+                    if let Some(IdleAction::Close { opened_any }) = idle_rule.poll_action() {
                         debug!(%peer, opened_any, "closing HTTP/2 connection without streams");
                         // GOAWAY; a peer that does not even read it is cut soon after.
                         draining = true;
@@ -496,7 +498,7 @@ impl Server {
                             .as_mut()
                             .reset(now + cfg.handshake_timeout.min(IDLE_DRAIN));
                     } else {
-                        idle_check.as_mut().reset(idle_rule.deadline());
+                        idle_check.as_mut().reset(idle_rule.poll_timeout().unwrap_or_else(far));
                     }
                 }
                 _ = tunnel.notified(), if !is_tunnel => {
@@ -925,17 +927,20 @@ impl Driver {
                 Action::Reject {
                     stream,
                     status,
+                    kind,
                     reason,
                 } => {
                     if let Some((mut respond, _, peer, id, _)) = self.pending.remove(&stream) {
-                        if status == 401 || status == 403 {
-                            self.metrics.auth_failures.fetch_add(1, Relaxed);
-                            warn!(%peer, %id, status, "revdial request refused: {reason}");
-                        } else {
-                            self.metrics
-                                .limit_refusals
-                                .fetch_add(u64::from(status == 429 || status == 503), Relaxed);
-                            info!(%peer, %id, status, "revdial request refused: {reason}");
+                        match kind {
+                            RejectKind::Auth => {
+                                self.metrics.auth_failures.fetch_add(1, Relaxed);
+                                warn!(%peer, %id, status, "revdial request refused: {reason}");
+                            }
+                            RejectKind::Limit => {
+                                self.metrics.limit_refusals.fetch_add(1, Relaxed);
+                                info!(%peer, %id, status, "revdial request refused: {reason}");
+                            }
+                            _ => info!(%peer, %id, status, "revdial request refused: {reason}"),
                         }
                         let status =
                             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);

@@ -158,6 +158,8 @@ pub enum Action {
         stream: StreamId,
         /// The HTTP status.
         status: u16,
+        /// Why, as a kind (for metrics and log levels; the status follows from it).
+        kind: RejectKind,
         /// The text body.
         reason: String,
     },
@@ -222,6 +224,20 @@ pub enum DialError {
     SessionClosed(String),
     /// A limit was reached.
     Limit(LimitError),
+}
+
+/// Why a revdial request was refused ([`Action::Reject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectKind {
+    /// No credentials, wrong ones, or another session's conn token (`401`/`403`).
+    Auth,
+    /// The id is held by a live session the request may not replace or join (`409`).
+    Conflict,
+    /// A limit was reached (`429`/`503`).
+    Limit,
+    /// The request itself is malformed (`400`).
+    BadRequest,
 }
 
 impl DialError {
@@ -489,9 +505,16 @@ impl Dialer {
     }
 
     fn reject(&mut self, stream: StreamId, status: u16, reason: impl Into<String>) {
+        let kind = match status {
+            401 | 403 => RejectKind::Auth,
+            409 => RejectKind::Conflict,
+            429 | 503 => RejectKind::Limit,
+            _ => RejectKind::BadRequest,
+        };
         self.actions.push_back(Action::Reject {
             stream,
             status,
+            kind,
             reason: reason.into(),
         });
     }

@@ -107,18 +107,23 @@ pub enum Event<'a> {
     /// A data stream requested with [`Action::OpenData`] was answered `200`.
     DataOpened {
         /// The request's number.
-        request: u64,
+        request: RequestId,
     },
     /// A data stream could not be opened.
     DataFailed {
         /// The request's number.
-        request: u64,
+        request: RequestId,
         /// Why; sent to the Dialer in `pickup-failed`.
         reason: String,
     },
     /// Stop for good.
     Close,
 }
+
+/// The number of a data stream the [`Listener`] asked to open ([`Action::OpenData`]),
+/// echoed in [`Event::DataOpened`] and [`Event::DataFailed`]. Sequential from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
 
 /// An output of the [`Listener`], carried out in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +138,7 @@ pub enum Action {
     /// Open a data stream to this path and query.
     OpenData {
         /// Its number, for [`Event::DataOpened`] and [`Event::DataFailed`].
-        request: u64,
+        request: RequestId,
         /// Path and query.
         path_and_query: String,
     },
@@ -163,7 +168,7 @@ pub enum Action {
 /// A data stream being opened.
 #[derive(Debug)]
 struct Opening {
-    request: u64,
+    request: RequestId,
     /// The `conn-ready` token it answers, if any.
     token: Option<String>,
     /// Whether a `conn-ready` asked for it; a spare opened on the Listener's own
@@ -335,7 +340,7 @@ impl Listener {
     }
 
     fn open_data(&mut self, token: Option<String>, asked: bool) {
-        let request = self.next_request;
+        let request = RequestId(self.next_request);
         self.next_request += 1;
         // A token the route parser would refuse stays out of the URL (the stream is then
         // matched FIFO instead of failing with 400); a `pickup-failed` still names it.
@@ -447,7 +452,7 @@ mod tests {
             vec![
                 Action::Up,
                 Action::OpenData {
-                    request: 0,
+                    request: RequestId(0),
                     path_and_query: "/revdial?id=a&role=data".into()
                 }
             ]
@@ -459,14 +464,14 @@ mod tests {
         assert_eq!(
             drain(&mut l),
             vec![Action::OpenData {
-                request: 1,
+                request: RequestId(1),
                 path_and_query: "/revdial?id=a&role=data&conn=t1".into()
             }]
         );
         l.handle_event(
             now,
             Event::DataFailed {
-                request: 1,
+                request: RequestId(1),
                 reason: "boom".into(),
             },
         );
@@ -498,7 +503,7 @@ mod tests {
             vec![
                 Action::Up,
                 Action::OpenData {
-                    request: 0,
+                    request: RequestId(0),
                     path_and_query: "/revdial?id=a".into()
                 }
             ]

@@ -20,7 +20,7 @@ use h2rev2_proto::auth::Credentials;
 use h2rev2_proto::dialer::{
     self, ConnId, DialError, DialId, Dialer, DialerConfig, StreamId, StreamKind,
 };
-use h2rev2_proto::listener::{self, Listener, ListenerConfig, State};
+use h2rev2_proto::listener::{self, Listener, ListenerConfig, RequestId, State};
 use h2rev2_proto::registry::SessionKey;
 use h2rev2_proto::wire::{Command, Decoder, DialerId, Route, RouteConfig};
 
@@ -42,7 +42,10 @@ enum DataFault {
 #[derive(Debug, Clone)]
 enum StreamRole {
     Control,
-    Data { request: u64, token: Option<String> },
+    Data {
+        request: RequestId,
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -99,12 +102,12 @@ enum Msg {
     DataOpened {
         peer: usize,
         conn: ConnId,
-        request: u64,
+        request: RequestId,
     },
     DataFailed {
         peer: usize,
         conn: ConnId,
-        request: u64,
+        request: RequestId,
         reason: String,
     },
     Disconnected {
@@ -146,7 +149,7 @@ struct Peer {
     /// When each `Connect` was asked for.
     connects: Vec<Instant>,
     /// Data streams asked for (`OpenData`): request number and token.
-    opened: Vec<(u64, Option<String>)>,
+    opened: Vec<(RequestId, Option<String>)>,
     /// Bytes the Listener wrote on its control streams.
     sent_control: Vec<u8>,
     /// Control messages the Listener received (decoded by the harness).
@@ -503,6 +506,7 @@ impl Sim {
                     stream,
                     status,
                     reason,
+                    ..
                 } => {
                     let info = self.streams[&stream].clone();
                     self.rejects.push((stream, info.peer, status));
@@ -912,7 +916,7 @@ fn parse(routes: &RouteConfig, pq: &str) -> Option<h2rev2_proto::wire::RevdialRe
 }
 
 impl Sim {
-    fn request_of(&self, stream: StreamId) -> u64 {
+    fn request_of(&self, stream: StreamId) -> RequestId {
         match &self.streams[&stream].role {
             StreamRole::Data { request, .. } => *request,
             StreamRole::Control => panic!("{stream:?} is a control stream"),
@@ -956,7 +960,7 @@ fn register_and_dial() {
     assert_eq!(peer, p);
     assert_eq!(token.as_deref(), Some(sim.dial_tokens[&d].as_str()));
     assert_eq!(at, t0 + 2 * sim.latency, "one round trip");
-    assert_eq!(sim.request_of(stream), 0);
+    assert_eq!(sim.request_of(stream), RequestId(0));
     assert_eq!(sim.stats(), (1, 1, 0, 0));
 
     let unknown = sim.dial("002");
@@ -997,7 +1001,7 @@ fn fifo_matching_with_go_mode_listeners() {
         (0..8).collect::<Vec<_>>(),
         "FIFO: the k-th data stream to arrive answers the k-th dial"
     );
-    let requests: Vec<u64> = dials
+    let requests: Vec<RequestId> = dials
         .iter()
         .map(|d| sim.request_of(sim.ready(*d).0))
         .collect();
