@@ -145,6 +145,16 @@ pub struct ServerArgs {
         hide = true
     )]
     pub tokens_env: Option<String>,
+    /// Access control for Clients of the tunnels: a file of `ID TOKEN` lines (`*` as
+    /// the ID: every id). Once given, every /proxy/ID/ request (and the default
+    /// target) needs `Authorization: Bearer TOKEN` (or Proxy-Authorization) valid
+    /// for that id; others get 401/403, the same for known and unknown ids.
+    #[arg(long, value_name = "FILE")]
+    pub caller_tokens: Option<PathBuf>,
+    /// The same with HTTP basic auth: `ID USER:PASSWORD` lines (`*`: every id), for
+    /// `curl -u USER:PASSWORD` and browsers.
+    #[arg(long, value_name = "FILE")]
+    pub caller_users: Option<PathBuf>,
     /// Accept clients that send no token (unsafe on the internet: whoever knows an id
     /// can register it). A live session is never replaced by an anonymous newcomer.
     #[arg(long)]

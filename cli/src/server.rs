@@ -71,6 +71,24 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
     for (id, token) in &entries {
         config.dialer.auth.add_token(id.clone(), token);
     }
+    // `*` names every id.
+    let scope = |id: &DialerId| (id.as_str() != "*").then(|| id.clone());
+    if let Some(path) = &args.caller_tokens {
+        for (id, token) in tokens::from_file(path)? {
+            config.callers.allow_bearer(scope(&id), &token);
+        }
+    }
+    if let Some(path) = &args.caller_users {
+        for (id, pair) in tokens::from_file(path)? {
+            let Some((user, password)) = pair.split_once(':') else {
+                return Err(CliError::config(format!(
+                    "{}: the entry for {id} is not USER:PASSWORD",
+                    path.display()
+                )));
+            };
+            config.callers.allow_basic(scope(&id), user, password);
+        }
+    }
     if args.allow_anonymous {
         if args.anonymous_ids.is_empty() {
             config.dialer.auth.allow_anonymous();

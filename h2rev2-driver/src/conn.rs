@@ -43,8 +43,8 @@ pub struct RevConn {
     recv: Option<RecvStream>,
     state: Conn,
     rt: Rt,
-    /// The flush-delay timer and its deadline.
-    timer: Option<(Pin<Box<dyn Timer>>, std::time::Instant)>,
+    /// The flush-delay timer, its deadline, and whether it fired at that deadline.
+    timer: Option<(Pin<Box<dyn Timer>>, std::time::Instant, bool)>,
     /// Registered with h2 for send progress: wakes both a pending reader and writer.
     send_wakers: Arc<WakeBoth>,
     label: String,
@@ -160,15 +160,18 @@ impl RevConn {
                 }
                 Transmit::Idle { wake_at: None } => return Poll::Ready(Ok(())),
                 Transmit::Idle { wake_at: Some(at) } => {
+                    // One timer per conn, moved as deadlines change (a fired timer
+                    // fires again only once reset, on any runtime).
                     let rt = &self.rt;
-                    let (timer, deadline) = self.timer.get_or_insert_with(|| (rt.timer(at), at));
+                    let (timer, deadline, fired) =
+                        self.timer.get_or_insert_with(|| (rt.timer(at), at, false));
                     if *deadline != at {
                         timer.as_mut().reset(at);
                         *deadline = at;
+                        *fired = false;
                     }
-                    if timer.as_mut().poll(cx).is_ready() {
-                        // Fired: the next deadline needs a fresh timer.
-                        self.timer = None;
+                    if *fired || timer.as_mut().poll(cx).is_ready() {
+                        *fired = true;
                         continue;
                     }
                     return Poll::Ready(Ok(()));

@@ -309,8 +309,9 @@ struct Driver {
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Internal>) {
         self.drain();
+        let mut deadline = crate::runtime::Deadline::new(self.rt.clone());
         loop {
-            let sleep = self.rt.sleep_until(self.machine.poll_timeout());
+            let sleep = deadline.until(self.machine.poll_timeout());
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(m) => self.on_internal(m),

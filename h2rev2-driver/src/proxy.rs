@@ -283,6 +283,51 @@ fn dial_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a DialError> {
     None
 }
 
+/// Applies the server's [`h2rev2_proto::caller::CallerPolicy`] to a Client's request
+/// for `id`. The credential is the tunnel's, not the NATed server's: taken from
+/// `Proxy-Authorization` (never forwarded), else from `Authorization`, which is then
+/// removed. A refusal names no id, so known and unknown ids look the same.
+fn admit_caller(
+    server: &Server,
+    id: &DialerId,
+    peer: SocketAddr,
+    headers: &mut HeaderMap,
+) -> Result<(), Response<ProxyBody>> {
+    let policy = &server.config().callers;
+    if !policy.is_enforced() {
+        return Ok(());
+    }
+    let proxy_auth = headers.get(header::PROXY_AUTHORIZATION).is_some();
+    let name = if proxy_auth {
+        header::PROXY_AUTHORIZATION
+    } else {
+        header::AUTHORIZATION
+    };
+    let given = headers.get(&name).and_then(|v| v.to_str().ok());
+    match policy.check(id, given) {
+        Ok(()) => {
+            headers.remove(name);
+            Ok(())
+        }
+        Err(refusal) => {
+            server
+                .metrics()
+                .auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            info!(%peer, %id, "proxy: caller refused: {refusal}");
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+            let mut resp = text(status, format!("h2rev2: {refusal}\n"));
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer, Basic realm=\"h2rev2\""),
+                );
+            }
+            Err(resp)
+        }
+    }
+}
+
 /// Forwards `req` to the Listener `id` as `path_and_query`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
@@ -305,6 +350,9 @@ pub(crate) async fn forward(
         }
     };
     let (mut parts, body) = req.into_parts();
+    if let Err(refused) = admit_caller(server, &id, peer, &mut parts.headers) {
+        return refused;
+    }
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -426,12 +474,15 @@ pub(crate) async fn forward(
 
 pin_project_lite::pin_project! {
     /// A body that fails when its source yields nothing for `idle` (while it is being
-    /// read), and that holds its request's permit until it is done or dropped.
+    /// read), and that holds its request's permit until it is done or dropped. The
+    /// timer is re-armed only when it fires (progress just records the time), so a
+    /// busy body costs no timer operation per chunk.
     struct IdleBody<B> {
         #[pin]
         inner: B,
         idle: Option<Duration>,
         timer: Option<Pin<Box<dyn Timer>>>,
+        last: std::time::Instant,
         rt: Rt,
         permit: Option<OwnedSemaphorePermit>,
     }
@@ -443,6 +494,7 @@ impl<B> IdleBody<B> {
             inner,
             idle: Some(idle),
             timer: None,
+            last: rt.now(),
             rt,
             permit,
         }
@@ -453,6 +505,7 @@ impl<B> IdleBody<B> {
             inner,
             idle,
             timer: None,
+            last: rt.now(),
             rt,
             permit: Some(permit),
         }
@@ -471,33 +524,33 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(frame) => {
-                if let (Some(timer), Some(idle)) = (this.timer.as_mut(), *this.idle) {
-                    timer.as_mut().reset(this.rt.now() + idle);
-                }
-                if frame.is_none() {
-                    this.permit.take();
-                }
-                Poll::Ready(frame)
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            if this.idle.is_some() {
+                *this.last = this.rt.now();
             }
-            Poll::Pending => {
-                let Some(idle) = *this.idle else {
-                    return Poll::Pending;
-                };
-                let rt = &*this.rt;
-                let timer = this.timer.get_or_insert_with(|| rt.timer(rt.now() + idle));
-                if timer.as_mut().poll(cx).is_ready() {
-                    this.permit.take();
-                    *this.idle = None;
-                    return Poll::Ready(Some(Err(format!(
-                        "the body made no progress for {idle:?}"
-                    )
-                    .into())));
-                }
-                Poll::Pending
+            if frame.is_none() {
+                this.permit.take();
             }
+            return Poll::Ready(frame);
         }
+        let Some(idle) = *this.idle else {
+            return Poll::Pending;
+        };
+        let rt = &*this.rt;
+        let due = *this.last + idle;
+        let timer = this.timer.get_or_insert_with(|| rt.timer(due));
+        while timer.as_mut().poll(cx).is_ready() {
+            if rt.now() >= *this.last + idle {
+                this.permit.take();
+                *this.idle = None;
+                return Poll::Ready(Some(Err(
+                    format!("the body made no progress for {idle:?}").into()
+                )));
+            }
+            // Progress since it was armed: wait for the rest of the idle time.
+            timer.as_mut().reset(*this.last + idle);
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

@@ -96,6 +96,37 @@ impl Rt {
     }
 }
 
+/// One timer reused across the iterations of a driver loop: waiting for a machine's
+/// `poll_timeout` moves it instead of allocating and registering a new timer each
+/// time.
+pub struct Deadline {
+    rt: Rt,
+    timer: Option<(Pin<Box<dyn Timer>>, Instant)>,
+}
+
+impl Deadline {
+    /// No deadline yet.
+    pub fn new(rt: Rt) -> Deadline {
+        Deadline { rt, timer: None }
+    }
+
+    /// Completes at `at`, or never when `at` is `None`.
+    pub async fn until(&mut self, at: Option<Instant>) {
+        let Some(at) = at else {
+            return std::future::pending().await;
+        };
+        let rt = &self.rt;
+        let (timer, deadline) = self.timer.get_or_insert_with(|| (rt.timer(at), at));
+        if *deadline != at {
+            timer.as_mut().reset(at);
+            *deadline = at;
+        }
+        timer.as_mut().await;
+        // Fired: the next wait re-arms it (a fired timer fires again only once reset).
+        self.timer = None;
+    }
+}
+
 /// [`Rt`] as hyper's executor and timer, so hyper's servers and pooled clients run on
 /// any runtime.
 impl<F> hyper::rt::Executor<F> for Rt

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub tunnel_connection_window: u32,
     /// Bounds on proxied requests: response and body timeouts, requests per id.
     pub proxy: crate::proxy::ProxyLimits,
+    /// Who may use the tunnels (Clients of `B/proxy/{id}/…` and the default target):
+    /// open to all unless a rule is added.
+    pub callers: h2rev2_proto::caller::CallerPolicy,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             cert_identity: Default::default(),
             tunnel_connection_window: 256 << 20,
             proxy: Default::default(),
+            callers: Default::default(),
         }
     }
 }
@@ -316,8 +320,9 @@ impl Server {
     /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY, HTTP/1.1
     /// `Connection: close` after the current response), ends every Listener's session
     /// (their conns in flight go on), drops the proxy's idle pooled conns, and returns
-    /// when every connection is done or `deadline` has passed. Connections still open
-    /// at the deadline are cut, even if this future was dropped before.
+    /// when every connection is done. Connections still open at the deadline are cut,
+    /// even if this future was dropped before; it waits at most a second more for the
+    /// cut ones to end, so that [`Server::connections`] is 0 when it returns.
     pub async fn shutdown(&self, deadline: Duration) {
         let until = self.inner.rt.now() + deadline;
         self.inner.shutdown.send_modify(|d| {
@@ -771,8 +776,9 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        let mut deadline = crate::runtime::Deadline::new(self.rt.clone());
         loop {
-            let sleep = self.rt.sleep_until(self.dialer.poll_timeout());
+            let sleep = deadline.until(self.dialer.poll_timeout());
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.on_cmd(cmd),

@@ -71,6 +71,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod caller;
 pub mod conn;
 pub mod dialer;
 pub mod error;
