@@ -5,9 +5,10 @@
 //!
 //! # Hardening: which setting answers which attack
 //!
-//! Each row is played by a test in `tests/attacks.rs` with a raw HTTP/2 client (frames
-//! written by hand on a TLS socket); each test also checks that a legitimate tunnel on
-//! the same server keeps working.
+//! Each row is played by a test in `h2rev2-tokio/tests/attacks.rs` with a raw HTTP/2
+//! client (frames written by hand on a TLS socket), against the tokio and the smol
+//! server alike; each test also checks that a legitimate tunnel on the same server
+//! keeps working.
 //!
 //! | attack | answer | setting | test |
 //! | --- | --- | --- | --- |
