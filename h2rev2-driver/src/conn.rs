@@ -43,12 +43,19 @@ pub struct RevConn {
     recv: Option<RecvStream>,
     state: Conn,
     rt: Rt,
-    /// The flush-delay timer, its deadline, and whether it fired at that deadline.
-    timer: Option<(Pin<Box<dyn Timer>>, std::time::Instant, bool)>,
+    /// The flush-delay timer, made on first use.
+    timer: Option<FlushTimer>,
     /// Registered with h2 for send progress: wakes both a pending reader and writer.
     send_wakers: Arc<WakeBoth>,
     label: String,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// A conn's flush-delay timer: its deadline, and whether it fired at that deadline.
+struct FlushTimer {
+    timer: Pin<Box<dyn Timer>>,
+    deadline: std::time::Instant,
+    fired: bool,
 }
 
 impl fmt::Debug for RevConn {
@@ -163,15 +170,18 @@ impl RevConn {
                     // One timer per conn, moved as deadlines change (a fired timer
                     // fires again only once reset, on any runtime).
                     let rt = &self.rt;
-                    let (timer, deadline, fired) =
-                        self.timer.get_or_insert_with(|| (rt.timer(at), at, false));
-                    if *deadline != at {
-                        timer.as_mut().reset(at);
-                        *deadline = at;
-                        *fired = false;
+                    let t = self.timer.get_or_insert_with(|| FlushTimer {
+                        timer: rt.timer(at),
+                        deadline: at,
+                        fired: false,
+                    });
+                    if t.deadline != at {
+                        t.timer.as_mut().reset(at);
+                        t.deadline = at;
+                        t.fired = false;
                     }
-                    if *fired || timer.as_mut().poll(cx).is_ready() {
-                        *fired = true;
+                    if t.fired || t.timer.as_mut().poll(cx).is_ready() {
+                        t.fired = true;
                         continue;
                     }
                     return Poll::Ready(Ok(()));

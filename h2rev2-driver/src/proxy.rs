@@ -286,16 +286,17 @@ fn dial_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a DialError> {
 /// Applies the server's [`h2rev2_proto::caller::CallerPolicy`] to a Client's request
 /// for `id`. The credential is the tunnel's, not the NATed server's: taken from
 /// `Proxy-Authorization` (never forwarded), else from `Authorization`, which is then
-/// removed. A refusal names no id, so known and unknown ids look the same.
-fn admit_caller(
+/// removed. The refusal to send, if any, names no id, so known and unknown ids look
+/// the same.
+fn refuse_caller(
     server: &Server,
     id: &DialerId,
     peer: SocketAddr,
     headers: &mut HeaderMap,
-) -> Result<(), Response<ProxyBody>> {
+) -> Option<Response<ProxyBody>> {
     let policy = &server.config().callers;
     if !policy.is_enforced() {
-        return Ok(());
+        return None;
     }
     let proxy_auth = headers.get(header::PROXY_AUTHORIZATION).is_some();
     let name = if proxy_auth {
@@ -307,7 +308,7 @@ fn admit_caller(
     match policy.check(id, given) {
         Ok(()) => {
             headers.remove(name);
-            Ok(())
+            None
         }
         Err(refusal) => {
             server
@@ -323,7 +324,7 @@ fn admit_caller(
                     HeaderValue::from_static("Bearer, Basic realm=\"h2rev2\""),
                 );
             }
-            Err(resp)
+            Some(resp)
         }
     }
 }
@@ -350,7 +351,7 @@ pub(crate) async fn forward(
         }
     };
     let (mut parts, body) = req.into_parts();
-    if let Err(refused) = admit_caller(server, &id, peer, &mut parts.headers) {
+    if let Some(refused) = refuse_caller(server, &id, peer, &mut parts.headers) {
         return refused;
     }
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {

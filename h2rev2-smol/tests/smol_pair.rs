@@ -301,7 +301,20 @@ fn listener_reconnects_after_the_server_restarts_on_the_same_port() {
         let mut config = ServerConfig::default();
         config.dialer.auth.add_token(id("box"), "tok");
         let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
-        let tcp = TcpListener::bind(("127.0.0.1", s.port)).await.unwrap();
+        // The old accept loop lets go of the port as it sees the shutdown, a moment
+        // after `shutdown` returns: retry the bind briefly.
+        let mut tries = 0;
+        let tcp = loop {
+            match TcpListener::bind(("127.0.0.1", s.port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the old server still holds the port after 2 s: {e}"),
+            }
+        };
         smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
         eventually(Duration::from_secs(15), async || {
             server.stats().await.sessions == 1
