@@ -77,48 +77,14 @@ fn response_timeout_flag_answers_504() {
             held.push(s);
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = write_file(dir.path(), "tokens.txt", "app tok\n");
-    let cert = dir.path().join("server.crt").display().to_string();
-    let mut server = Proc::h2rev2(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--self-signed",
-            "--cert-out",
-            &cert,
-            "--tokens",
-            &tokens.display().to_string(),
-            "--response-timeout",
-            "1",
-        ],
-        &[],
-    );
-    let public = server.wait_value_after("Serving on https://", Duration::from_secs(20));
-    let url = format!("https://{public}");
-    let mut client = Proc::h2rev2(
-        "client",
-        &[
-            "client",
-            "--server",
-            &url,
-            "--ca",
-            &cert,
-            "--id",
-            "app",
-            "--proxy-host",
-            &internal,
-        ],
-        &[("H2REV2_TOKEN", "tok")],
-    );
-    client.wait_for("Serving on Reverse connection", Duration::from_secs(20));
+    let server = PublicServer::start("app tok\n", &["--response-timeout", "1"]);
+    let _client = server.client("app", "tok", &internal);
+    let (url, cert) = (&server.url, &server.cert);
     let started = Instant::now();
     let (_, body, err) = curl(&[
         "-s",
         "--cacert",
-        &cert,
+        cert,
         "-w",
         "%{http_code}",
         &format!("{url}/proxy/app/x"),

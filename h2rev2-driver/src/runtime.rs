@@ -66,14 +66,6 @@ impl Rt {
         self.0.timer(at)
     }
 
-    /// Completes at `at`, or never when `at` is `None`.
-    pub async fn sleep_until(&self, at: Option<Instant>) {
-        match at {
-            Some(at) => self.timer(at).await,
-            None => std::future::pending().await,
-        }
-    }
-
     /// Completes after `d`.
     pub async fn sleep(&self, d: Duration) {
         self.timer(self.now() + d).await

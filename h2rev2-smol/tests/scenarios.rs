@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Certs, id, init_tracing, with_timeout};
+use common::{Certs, answer_http, id, init_tracing, with_timeout};
 use h2rev2_driver::tls::{self, Identity, ServerTrust};
 use h2rev2_driver::{ListenerOptions, ServerConfig, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -288,37 +288,21 @@ async fn metrics_count_sessions_dials_and_bytes<B: Binding>() {
 /// The HTTP proxy on both runtimes: an HTTP/1.1 Client's request on
 /// `/proxy/{id}/…` reaches a tiny HTTP/1.1 server behind the Listener, path stripped.
 async fn http_proxy_reaches_the_internal_server<B: Binding>() {
-    let certs = Certs::new();
     let (server, addr) = B::serve(token_config("web", "tok"), None).await;
     let url = format!("http://127.0.0.1:{}", addr.port());
     let mut o = ListenerOptions::cleartext(&url, id("web")).unwrap();
     o.token = Some("tok".into());
     let listener = Arc::new(B::listener(o));
     up(&listener).await;
-    let _ = certs;
     let serving = listener.clone();
     let rt = server.runtime().clone();
     // Each conn served in a task of its own, spawned through the driver's runtime.
     let responder = async move {
         while let Ok(mut conn) = serving.accept().await {
             rt.spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if !answer_http(&mut conn, "internal", "").await {
+                    return;
                 }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
-                let body = format!("internal {path}");
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
-                let _ = conn.flush().await;
                 // Keep the conn until the proxy's pool lets go of it.
                 let mut rest = Vec::new();
                 let _ = conn.read_to_end(&mut rest).await;

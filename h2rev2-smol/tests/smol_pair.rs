@@ -125,23 +125,9 @@ fn unknown_id_fails_at_once_and_the_http_proxy_reaches_the_listener() {
         smol::spawn(probe.wrap(async move {
             while let Ok(mut conn) = listener.accept().await {
                 smol::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if conn.read(&mut byte).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
+                    if answer_http(&mut conn, "hello from box", "Connection: close\r\n").await {
+                        let _ = conn.close().await;
                     }
-                    let head = String::from_utf8_lossy(&head).to_string();
-                    let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
-                    let body = format!("hello from box {path}");
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = conn.write_all(resp.as_bytes()).await;
-                    let _ = conn.close().await;
                 })
                 .detach();
             }

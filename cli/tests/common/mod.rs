@@ -356,3 +356,62 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&p, contents).unwrap();
     p
 }
+
+/// A public server started as a user would: `server --listen 127.0.0.1:0
+/// --self-signed` with its certificate and the `tokens` file (`ID TOKEN` lines) in a
+/// temporary directory, plus `extra` flags; up and serving.
+pub struct PublicServer {
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The self-signed certificate, for `--ca` and `curl --cacert`.
+    pub cert: String,
+}
+
+impl PublicServer {
+    pub fn start(tokens: &str, extra: &[&str]) -> PublicServer {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = write_file(dir.path(), "tokens.txt", tokens)
+            .display()
+            .to_string();
+        let cert = dir.path().join("server.crt").display().to_string();
+        let mut args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--self-signed",
+            "--cert-out",
+            &cert,
+            "--tokens",
+            &tokens,
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::h2rev2("server", &args, &[]);
+        let public = proc.wait_value_after("Serving on https://", Duration::from_secs(20));
+        PublicServer {
+            url: format!("https://{public}"),
+            dir,
+            proc,
+            cert,
+        }
+    }
+
+    /// A client registering `id` with `token`, proxying to `internal`; once it is up.
+    pub fn client(&self, id: &str, token: &str, internal: &str) -> Proc {
+        let args = [
+            "client",
+            "--server",
+            &self.url,
+            "--ca",
+            &self.cert,
+            "--id",
+            id,
+            "--proxy-host",
+            internal,
+        ];
+        let mut c = Proc::h2rev2(&format!("client {id}"), &args, &[("H2REV2_TOKEN", token)]);
+        c.wait_for("Serving on Reverse connection", Duration::from_secs(20));
+        c
+    }
+}

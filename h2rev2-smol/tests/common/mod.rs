@@ -245,3 +245,32 @@ pub async fn eventually(d: Duration, mut f: impl AsyncFnMut() -> bool) {
         smol::Timer::after(Duration::from_millis(10)).await;
     }
 }
+
+/// Reads one HTTP/1.1 request head from `conn` and answers `200` with the body
+/// `{prefix} {path}` (and `extra_headers`, each ended by CRLF); `false` if the conn
+/// ended before a whole head arrived.
+pub async fn answer_http(
+    conn: &mut h2rev2_smol::RevConn,
+    prefix: &str,
+    extra_headers: &str,
+) -> bool {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+    let body = format!("{prefix} {path}");
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(resp.as_bytes()).await;
+    let _ = conn.flush().await;
+    true
+}
