@@ -6,17 +6,9 @@ mod common;
 
 use common::*;
 
-/// `s` percent-encoded for a path segment (every byte but the unreserved ones).
+/// `s` percent-encoded for a path segment (every byte but ASCII letters and digits).
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[test]

@@ -364,19 +364,7 @@ impl Server {
         HF: std::future::Future<Output = io::Result<Accepted>> + Send + 'static,
     {
         let mut stop = self.shutdown_signal();
-        loop {
-            let (raw, peer) = tokio::select! {
-                r = accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        self.inner.rt.sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stopped(&mut stop) => return Ok(()),
-            };
+        while let Some((raw, peer)) = self.next_accepted(&mut accept, &mut stop).await {
             let Some(slot) = self.admit(peer) else {
                 debug!(%peer, "too many connections from this address");
                 continue;
@@ -400,6 +388,33 @@ impl Server {
                 )
                 .await;
             });
+        }
+        Ok(())
+    }
+
+    /// The next connection `accept` yields, or `None` once shutdown began. A failed
+    /// accept (out of file descriptors, say) is logged and retried after 50 ms instead
+    /// of spinning or ending the loop.
+    async fn next_accepted<R, A, AF>(
+        &self,
+        accept: &mut A,
+        stop: &mut watch::Receiver<Option<Instant>>,
+    ) -> Option<(R, SocketAddr)>
+    where
+        A: FnMut() -> AF,
+        AF: std::future::Future<Output = io::Result<(R, SocketAddr)>>,
+    {
+        loop {
+            tokio::select! {
+                r = accept() => match r {
+                    Ok(x) => return Some(x),
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        self.inner.rt.sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = stopped(stop) => return None,
+            }
         }
     }
 
@@ -595,18 +610,7 @@ impl Server {
         AF: std::future::Future<Output = io::Result<(Box<dyn crate::io::TcpClient>, SocketAddr)>>,
     {
         let mut stop = self.shutdown_signal();
-        loop {
-            let (mut tcp, peer) = tokio::select! {
-                r = accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        self.inner.rt.sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stopped(&mut stop) => return Ok(()),
-            };
+        while let Some((mut tcp, peer)) = self.next_accepted(&mut accept, &mut stop).await {
             let this = self.clone();
             let id = id.clone();
             self.inner.rt.spawn(async move {
@@ -627,6 +631,7 @@ impl Server {
                 }
             });
         }
+        Ok(())
     }
 }
 

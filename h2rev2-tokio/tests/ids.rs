@@ -45,17 +45,9 @@ fn answer_as(listener: Listener, id: DialerId) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// `s` with every byte but the unreserved ones percent-encoded (a path segment).
+/// `s` percent-encoded for a path segment (every byte but ASCII letters and digits).
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// One public server in anonymous mode; for each set of ids, one Listener per id, then
