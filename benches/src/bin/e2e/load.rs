@@ -285,6 +285,9 @@ pub struct LoadSpec {
 /// HTTP/2 streams in flight per connection in a small-request run.
 pub const H2_STREAMS_PER_CONN: usize = 50;
 
+/// The longest a worker's first (warm-up) request may take before it counts as failed.
+const FIRST_REQUEST: Duration = Duration::from_secs(10);
+
 /// `clients` workers doing `GET /small` back to back. HTTP/1.1: one connection per
 /// worker. HTTP/2: one connection per 50 workers, each worker one stream at a time.
 pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> Res<LoadResult> {
@@ -302,16 +305,37 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
             }
         }
     }
-    let measure_from = Instant::now() + spec.warmup;
-    let end = measure_from + spec.duration;
+    // The measured window opens only once every worker has finished one request (a
+    // cold accept queue or a loaded machine can hold first requests longer than a
+    // short window: smoke mode's is 200 ms), then waits `warmup` more.
+    let start = Arc::new(tokio::sync::Barrier::new(workers.len() + 1));
+    let (window_tx, window_rx) = tokio::sync::watch::channel(None::<(Instant, Instant)>);
     let tasks: Vec<_> = workers
         .into_iter()
         .map(|mut c| {
+            let start = start.clone();
+            let mut window = window_rx.clone();
             tokio::spawn(async move {
                 let mut hist = new_histogram();
                 let mut errors = 0u64;
                 let mut all = 0u64;
-                while Instant::now() < end {
+                let mut alive = match tokio::time::timeout(FIRST_REQUEST, c.get("/small")).await
+                {
+                    Ok(Ok((StatusCode::OK, n))) if n as usize == crate::roles::SMALL_BODY.len() => {
+                        all += 1;
+                        true
+                    }
+                    _ => {
+                        errors += 1;
+                        !matches!(c, Client::H1(..))
+                    }
+                };
+                start.wait().await;
+                let Ok(w) = window.wait_for(Option::is_some).await.map(|w| *w) else {
+                    return (hist, errors, all);
+                };
+                let (measure_from, end) = w.expect("waited for Some");
+                while alive && Instant::now() < end {
                     let t0 = Instant::now();
                     match c.get("/small").await {
                         Ok((StatusCode::OK, n)) if n as usize == crate::roles::SMALL_BODY.len() => {
@@ -323,10 +347,8 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
                         }
                         Ok(_) | Err(_) => {
                             errors += 1;
-                            if matches!(c, Client::H1(..)) {
-                                // The connection may be gone: this worker stops.
-                                break;
-                            }
+                            // The connection may be gone: this worker stops.
+                            alive = !matches!(c, Client::H1(..));
                         }
                     }
                 }
@@ -334,6 +356,9 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
             })
         })
         .collect();
+    start.wait().await;
+    let measure_from = Instant::now() + spec.warmup;
+    window_tx.send_replace(Some((measure_from, measure_from + spec.duration)));
     let mut hist = new_histogram();
     let mut errors = 0;
     let mut requests_all = 0;
