@@ -49,6 +49,8 @@ pub struct RevConn {
     send_wakers: Arc<WakeBoth>,
     label: String,
     metrics: Option<Arc<Metrics>>,
+    /// Counts this conn on its tunnel while it lives (the public side's).
+    _slot: Option<crate::tunnel::ConnSlot>,
 }
 
 /// A conn's flush-delay timer: its deadline, and whether it fired at that deadline.
@@ -102,6 +104,7 @@ impl RevConn {
             send_wakers: Arc::default(),
             label,
             metrics: None,
+            _slot: None,
         }
     }
 
@@ -109,6 +112,12 @@ impl RevConn {
     pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>, _public: bool) -> Self {
         metrics.open_conns.fetch_add(1, Relaxed);
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts this conn among its tunnel's open conns until it is dropped.
+    pub(crate) fn with_slot(mut self, slot: crate::tunnel::ConnSlot) -> Self {
+        self._slot = Some(slot);
         self
     }
 

@@ -35,6 +35,7 @@ mod relay;
 pub mod runtime;
 mod server;
 pub mod settings;
+mod tunnel;
 pub mod wake;
 
 pub use conn::RevConn;

@@ -10,9 +10,9 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -70,8 +70,14 @@ pub struct ProxyLimits {
     /// Requests forwarded to one id at once; more wait up to `queue_timeout`, then get
     /// `503`. Default 256.
     pub max_requests_per_id: usize,
-    /// How long a request waits for one of `max_requests_per_id`. Default 2 s.
+    /// How long a request waits for one of `max_requests_per_id` (and of
+    /// `max_requests_per_client`). Default 2 s.
     pub queue_timeout: Duration,
+    /// Requests forwarded to one id at once from one Client IP address; more wait up
+    /// to `queue_timeout`, then get `429`. So one address (one attacker, or Clients
+    /// that stop reading) cannot take all of an id's `max_requests_per_id`. Default
+    /// 64.
+    pub max_requests_per_client: usize,
 }
 
 impl Default for ProxyLimits {
@@ -81,6 +87,7 @@ impl Default for ProxyLimits {
             body_idle_timeout: Duration::from_secs(300),
             max_requests_per_id: 256,
             queue_timeout: Duration::from_secs(2),
+            max_requests_per_client: 64,
         }
     }
 }
@@ -90,6 +97,78 @@ impl Default for ProxyLimits {
 struct Upstream {
     client: ProxyClient,
     permits: Arc<Semaphore>,
+    by_client: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+}
+
+/// What a proxied request holds while it lasts (its body included): one of its id's
+/// permits and one of its Client address's.
+struct RequestPermit {
+    _id: OwnedSemaphorePermit,
+    _client: ClientPermit,
+}
+
+/// One of a Client address's permits for an id; the address's entry is removed when
+/// its last permit goes.
+struct ClientPermit {
+    permit: Option<OwnedSemaphorePermit>,
+    map: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Clones are made under this lock only, so a count of one (the map's) means
+        // nobody holds or waits for this address's permits.
+        if map.get(&self.ip).is_some_and(|s| Arc::strong_count(s) == 1) {
+            map.remove(&self.ip);
+        }
+    }
+}
+
+/// Why a request got no permit.
+enum Busy {
+    /// Its Client address has `max_requests_per_client` in flight to this id.
+    Client,
+    /// The id has `max_requests_per_id` in flight.
+    Id,
+}
+
+impl Upstream {
+    /// Waits (until `deadline`) for a permit of `ip` and one of the id.
+    async fn permit(
+        &self,
+        rt: &Rt,
+        ip: IpAddr,
+        per_client: usize,
+        deadline: std::time::Instant,
+    ) -> Result<RequestPermit, Busy> {
+        let sem = self
+            .by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ip)
+            .or_insert_with(|| Arc::new(Semaphore::new(per_client.max(1))))
+            .clone();
+        let waiting = rt.timeout_at(deadline, sem.clone().acquire_owned()).await;
+        // From here on, `client` removes the address's entry when it is the last.
+        let mut client = ClientPermit {
+            permit: None,
+            map: self.by_client.clone(),
+            ip,
+        };
+        drop(sem);
+        client.permit = Some(waiting.and_then(Result::ok).ok_or(Busy::Client)?);
+        let id = rt.timeout_at(deadline, self.permits.clone().acquire_owned());
+        match id.await {
+            Some(Ok(p)) => Ok(RequestPermit {
+                _id: p,
+                _client: client,
+            }),
+            _ => Err(Busy::Id),
+        }
+    }
 }
 
 /// Most ids with a pooled client at once; past it the map is emptied (requests in
@@ -141,6 +220,7 @@ fn client(server: &Server, id: &DialerId) -> Option<Upstream> {
     let upstream = Upstream {
         client,
         permits: Arc::new(Semaphore::new(limit)),
+        by_client: Arc::default(),
     };
     clients.by_id.insert(id.clone(), upstream.clone());
     Some(upstream)
@@ -391,16 +471,31 @@ pub(crate) async fn forward(
             "h2rev2: the server is shutting down\n".into(),
         );
     };
-    let permits = upstream.permits.clone().acquire_owned();
-    let Some(Ok(permit)) = rt.timeout(limits.queue_timeout, permits).await else {
-        info!(%id, "proxy: too many requests in flight for this id");
-        let mut resp = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("h2rev2: {id}: too many requests in flight, try again later\n"),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
+    let deadline = rt.now() + limits.queue_timeout;
+    let permit = match upstream
+        .permit(&rt, peer.ip(), limits.max_requests_per_client, deadline)
+        .await
+    {
+        Ok(p) => p,
+        Err(busy) => {
+            let (status, what) = match busy {
+                Busy::Client => {
+                    info!(%id, %peer, "proxy: too many requests in flight from this address");
+                    (StatusCode::TOO_MANY_REQUESTS, " from your address")
+                }
+                Busy::Id => {
+                    info!(%id, "proxy: too many requests in flight for this id");
+                    (StatusCode::SERVICE_UNAVAILABLE, "")
+                }
+            };
+            let mut resp = text(
+                status,
+                format!("h2rev2: {id}: too many requests in flight{what}, try again later\n"),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
     };
     let Some(answered) = rt
         .timeout(limits.response_timeout, upstream.client.request(out))
@@ -485,12 +580,12 @@ pin_project_lite::pin_project! {
         timer: Option<Pin<Box<dyn Timer>>>,
         last: std::time::Instant,
         rt: Rt,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<RequestPermit>,
     }
 }
 
 impl<B> IdleBody<B> {
-    fn new(inner: B, idle: Duration, rt: Rt, permit: Option<OwnedSemaphorePermit>) -> Self {
+    fn new(inner: B, idle: Duration, rt: Rt, permit: Option<RequestPermit>) -> Self {
         IdleBody {
             inner,
             idle: Some(idle),
@@ -501,7 +596,7 @@ impl<B> IdleBody<B> {
         }
     }
 
-    fn with_permit(inner: B, idle: Option<Duration>, rt: Rt, permit: OwnedSemaphorePermit) -> Self {
+    fn with_permit(inner: B, idle: Option<Duration>, rt: Rt, permit: RequestPermit) -> Self {
         IdleBody {
             inner,
             idle,

@@ -24,10 +24,11 @@ use h2rev2_proto::dialer::{
     StreamKind,
 };
 use h2rev2_proto::idle::{IdleAction, IdleRule};
+use h2rev2_proto::window::{MIN_STREAM_WINDOW, StreamWindowRule};
 use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::conn::RevConn;
@@ -35,6 +36,7 @@ use crate::io::BoxIo;
 use crate::metrics::Metrics;
 use crate::runtime::Rt;
 use crate::settings::H2Settings;
+use crate::tunnel::{ConnSlot, TunnelShare};
 
 /// How long an HTTP/2 connection closed for idleness (or for never opening a stream)
 /// may take to read its GOAWAY before it is cut.
@@ -69,11 +71,22 @@ pub struct ServerConfig {
     pub cert_identity: crate::identity::CertIdentity,
     /// The connection-level receive window of a connection once it carries a session
     /// (a Listener's tunnel); other connections keep [`H2Settings::connection_window`].
-    /// Every proxied download whose Client stops reading holds up to one stream window
-    /// (8 MiB) of it unread: with a window of only 4 stream windows, 4 such Clients
-    /// would freeze every stream of the tunnel. Default 256 MiB: 32 stalled downloads,
-    /// and at most that much unread data buffered per tunnel.
+    /// Every proxied download whose Client stops reading holds its stream window of
+    /// it unread; the stream windows shrink as conns open
+    /// ([`ServerConfig::tunnel_stream_budget`]), so stalled downloads hold about that
+    /// budget, far below this. Default 256 MiB, the most unread data one tunnel can
+    /// make the server buffer.
     pub tunnel_connection_window: u32,
+    /// What the streams of one tunnel may hold unread together, about: each stream's
+    /// window is this shared among the conns open on the tunnel, between 64 KiB and
+    /// [`H2Settings::stream_window`] (the core's
+    /// [`h2rev2_proto::window::StreamWindowRule`]). One download alone gets the whole
+    /// stream window (two streams too: 8 MiB each); 64 downloads whose Clients
+    /// stopped reading get 256 KiB each, so together they cost about this much
+    /// memory, and the tunnel keeps serving everyone else. Many fast streams over a
+    /// long link share it too: 16 MiB per 20 ms round trip is 800 MB/s in all.
+    /// Default 16 MiB.
+    pub tunnel_stream_budget: u32,
     /// Bounds on proxied requests: response and body timeouts, requests per id.
     pub proxy: crate::proxy::ProxyLimits,
     /// Who may use the tunnels (Clients of `B/proxy/{id}/…` and the default target):
@@ -93,6 +106,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             cert_identity: Default::default(),
             tunnel_connection_window: 256 << 20,
+            tunnel_stream_budget: 16 << 20,
             proxy: Default::default(),
             callers: Default::default(),
         }
@@ -109,9 +123,9 @@ enum Cmd {
         respond: SendResponse<Bytes>,
         body: RecvStream,
         peer: SocketAddr,
-        /// Told when the request becomes a session's control stream: its connection
-        /// is a tunnel then, and gets the larger window.
-        tunnel: Arc<Notify>,
+        /// Its connection's share: told when the request becomes a session's control
+        /// stream (the connection is a tunnel then, and gets the larger window).
+        tunnel: Arc<TunnelShare>,
     },
     ControlData {
         stream: StreamId,
@@ -479,9 +493,19 @@ impl Server {
         let mut idle_rule = IdleRule::new(rt.now(), cfg.handshake_timeout, cfg.idle_timeout);
         let far = || rt.now() + Duration::from_secs(86400 * 365);
         let mut idle_check = rt.timer(idle_rule.poll_timeout().unwrap_or_else(far));
-        // Notified when a session is accepted on this connection (it is a tunnel).
-        let tunnel = Arc::new(Notify::new());
+        // Told when a session is accepted on this connection (it is a tunnel), and
+        // when conns open or close on it (the stream window is shared among them).
+        let tunnel = Arc::new(TunnelShare::default());
         let mut is_tunnel = false;
+        let mut windows = StreamWindowRule::new(
+            cfg.tunnel_stream_budget,
+            MIN_STREAM_WINDOW,
+            cfg.h2.stream_window,
+        );
+        // h2 takes one SETTINGS at a time: a change made while the last one is not yet
+        // acknowledged is retried a moment later.
+        let mut retune = rt.timer(far());
+        let mut retune_armed = false;
         loop {
             tokio::select! {
                 next = conn.accept() => match next {
@@ -521,9 +545,20 @@ impl Server {
                         idle_check.as_mut().reset(idle_rule.poll_timeout().unwrap_or_else(far));
                     }
                 }
-                _ = tunnel.notified(), if !is_tunnel => {
+                _ = tunnel.became_tunnel.notified(), if !is_tunnel => {
                     is_tunnel = true;
                     conn.set_target_window_size(cfg.tunnel_connection_window);
+                }
+                _ = tunnel.changed.notified(), if is_tunnel && !retune_armed => {
+                    retune_armed = !announce_window(&mut conn, &mut windows, &tunnel);
+                    if retune_armed {
+                        retune.as_mut().reset(rt.now() + SETTINGS_RETRY);
+                    }
+                }
+                _ = retune.as_mut(), if retune_armed => {
+                    retune_armed = !announce_window(&mut conn, &mut windows, &tunnel);
+                    let next = if retune_armed { rt.now() + SETTINGS_RETRY } else { far() };
+                    retune.as_mut().reset(next);
                 }
                 _ = drain_deadline.as_mut() => break,
             }
@@ -540,7 +575,7 @@ impl Server {
         req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
         tls: bool,
-        tunnel: &Arc<Notify>,
+        tunnel: &Arc<TunnelShare>,
     ) {
         let route = self
             .inner
@@ -754,14 +789,46 @@ pub(crate) fn respond_text(respond: &mut SendResponse<Bytes>, status: StatusCode
     }
 }
 
+/// How soon a stream window change h2 refused (a SETTINGS frame not yet acknowledged)
+/// is tried again.
+const SETTINGS_RETRY: Duration = Duration::from_millis(5);
+
+/// Announces the stream window that the conns now open on `tunnel` should have, if it
+/// changed; false when h2 cannot take it yet (try again later).
+fn announce_window<T, B>(
+    conn: &mut h2::server::Connection<T, B>,
+    windows: &mut StreamWindowRule,
+    tunnel: &TunnelShare,
+) -> bool
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    B: bytes::Buf,
+{
+    let Some(w) = windows.poll_window(tunnel.open_conns()) else {
+        return true;
+    };
+    match conn.set_initial_window_size(w) {
+        Ok(()) => {
+            debug!(
+                window = w,
+                conns = tunnel.open_conns(),
+                "tunnel stream window"
+            );
+            windows.handle_announced(w);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// A revdial request waiting for the core's answer: its response, body, peer, id, and
-/// its connection's tunnel signal.
+/// its connection's share.
 type Pending = (
     SendResponse<Bytes>,
     RecvStream,
     SocketAddr,
     DialerId,
-    Arc<Notify>,
+    Arc<TunnelShare>,
 );
 
 struct Driver {
@@ -879,7 +946,7 @@ impl Driver {
         // or gave up on it) must not leave a dead stream for the next dial.
         for stream in std::mem::take(&mut self.fresh) {
             if let Some(Parked::Fresh(..)) = self.parked.get(&stream) {
-                let Some(Parked::Fresh(send, recv, id)) = self.parked.remove(&stream) else {
+                let Some(Parked::Fresh(send, recv, id, share)) = self.parked.remove(&stream) else {
                     continue;
                 };
                 let Some(cmd) = self.cmd_tx.upgrade() else {
@@ -892,6 +959,7 @@ impl Driver {
                     send,
                     recv,
                     id,
+                    share,
                     taken,
                     cmd,
                     config: self.conn_config,
@@ -922,7 +990,7 @@ impl Driver {
                     match kind {
                         StreamKind::Control(_) => {
                             info!(%id, %peer, "created reverse connection control stream");
-                            tunnel.notify_one();
+                            tunnel.became_tunnel.notify_one();
                             self.controls.insert(stream, send);
                             if let Some(tx) = self.cmd_tx.upgrade() {
                                 self.rt.spawn(read_control(stream, body, tx));
@@ -930,7 +998,8 @@ impl Driver {
                         }
                         StreamKind::Data(_) => {
                             debug!(%id, %peer, "reverse connection stream ready");
-                            self.parked.insert(stream, Parked::Fresh(send, body, id));
+                            self.parked
+                                .insert(stream, Parked::Fresh(send, body, id, tunnel));
                             self.fresh.push(stream);
                         }
                     }
@@ -974,7 +1043,7 @@ impl Driver {
                         s.send_reset(h2::Reason::from(CANCEL));
                     }
                     match self.parked.remove(&stream) {
-                        Some(Parked::Fresh(mut s, _, _)) => s.send_reset(h2::Reason::from(CANCEL)),
+                        Some(Parked::Fresh(mut s, ..)) => s.send_reset(h2::Reason::from(CANCEL)),
                         // Its watcher resets it when the sender is dropped.
                         Some(Parked::Watched(take)) => drop(take),
                         None => {}
@@ -986,7 +1055,7 @@ impl Driver {
                     };
                     let reply = self.dials.remove(&dial);
                     match parked {
-                        Parked::Fresh(send, recv, id) => {
+                        Parked::Fresh(send, recv, id, share) => {
                             let conn = RevConn::new(
                                 send,
                                 recv,
@@ -994,7 +1063,8 @@ impl Driver {
                                 id.to_string(),
                                 self.rt.clone(),
                             )
-                            .with_metrics(self.metrics.clone(), true);
+                            .with_metrics(self.metrics.clone(), true)
+                            .with_slot(ConnSlot::new(share));
                             if let Some(reply) = reply {
                                 let _ = reply.send(Ok(conn));
                             }
@@ -1058,7 +1128,7 @@ type DialReply = oneshot::Sender<Result<RevConn, DialError>>;
 /// A data stream answered `200` and not yet handed to a dial.
 enum Parked {
     /// Parked during the current drain (it may be handed out at once).
-    Fresh(SendStream<Bytes>, RecvStream, DialerId),
+    Fresh(SendStream<Bytes>, RecvStream, DialerId, Arc<TunnelShare>),
     /// Held by a [`watch_parked`] task; send it the dial's reply to hand it out.
     Watched(oneshot::Sender<DialReply>),
 }
@@ -1068,6 +1138,7 @@ struct ParkedStream {
     send: SendStream<Bytes>,
     recv: RecvStream,
     id: DialerId,
+    share: Arc<TunnelShare>,
     taken: oneshot::Receiver<DialReply>,
     cmd: mpsc::UnboundedSender<Cmd>,
     config: ConnConfig,
@@ -1082,7 +1153,8 @@ async fn watch_parked(mut p: ParkedStream) {
         taken = &mut p.taken => match taken {
             Ok(reply) => {
                 let conn = RevConn::new(p.send, p.recv, p.config, p.id.to_string(), p.rt)
-                    .with_metrics(p.metrics, true);
+                    .with_metrics(p.metrics, true)
+                    .with_slot(ConnSlot::new(p.share));
                 // A dial that gave up drops the conn, which resets the stream.
                 let _ = reply.send(Ok(conn));
             }

@@ -11,7 +11,7 @@
 mod common;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -657,57 +657,82 @@ async fn clients_that_stop_reading_do_not_stall_the_tunnel(side: Side) {
         addr.port(),
         256 << 20
     );
+    let get_big = || {
+        Request::get(&big)
+            .header("host", format!("localhost:{}", addr.port()))
+            .body(empty())
+            .unwrap()
+    };
+    // 64 Clients from one address (its whole allowance for the id), half over HTTP/2,
+    // half over HTTP/1.1, ask for a large download and never read it. With one fixed
+    // 8 MiB stream window, 32 of them held the tunnel's 256 MiB connection window and
+    // froze it for everyone.
+    let stalled_from = Some(IpAddr::from([127, 0, 0, 1]));
     let mut stalled = Vec::new();
-    for round in [1usize, 7] {
-        for _ in 0..round {
-            let req = Request::get(&big)
-                .header("host", format!("localhost:{}", addr.port()))
-                .body(empty())
-                .unwrap();
-            let v = if stalled.len() % 2 == 0 {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            };
-            let resp = timeout(Duration::from_secs(10), request(addr, &s.certs, v, req))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-            // Never read: the body is held, unread.
-            stalled.push(resp);
-        }
-        // Let every stalled download fill its windows and buffers.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        // The same tunnel still carries other requests, small and large.
-        let (status, body) = get(addr, &s.certs, Version::HTTP_2, "/proxy/app/hello").await;
+    for i in 0..64 {
+        let v = if i % 2 == 0 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let resp = timeout(
+            Duration::from_secs(10),
+            request_from(stalled_from, addr, &s.certs, v, get_big()),
+        )
+        .await
+        .expect("a download answers while others stall")
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // Never read: the body is held, unread.
+        stalled.push(resp);
+    }
+    // Let every stalled download fill its windows and buffers.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // One more from that address waits for one of its 64 to end, then is refused.
+    let refused = timeout(
+        Duration::from_secs(10),
+        request_from(stalled_from, addr, &s.certs, Version::HTTP_2, get_big()),
+    )
+    .await
+    .expect("refused within the queue timeout")
+    .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another Client of the same id, from another address, is served: small and large.
+    let other = Some(IpAddr::from([127, 0, 0, 2]));
+    for v in [Version::HTTP_2, Version::HTTP_11] {
+        let (status, body) = get_from(other, addr, &s.certs, v, "/proxy/app/hello").await;
         assert_eq!(
             (status, &body[..]),
             (StatusCode::OK, &b"hello from inside\n"[..])
         );
-        let n = 16 << 20;
-        let (status, body) = get(
-            addr,
-            &s.certs,
-            Version::HTTP_11,
-            &format!("/proxy/app/big/{n}"),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body.len(), n);
-        assert!(body[..] == pattern(n)[..]);
     }
+    let n = 16 << 20;
+    let (status, body) = get_from(
+        other,
+        addr,
+        &s.certs,
+        Version::HTTP_11,
+        &format!("/proxy/app/big/{n}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), n);
+    assert!(body[..] == pattern(n)[..]);
+    // A stalled download that resumes gets its bytes, in order.
     let first = stalled.remove(0);
     let mut body = first.into_body();
-    let mut got = 0usize;
-    while got < 32 << 20 {
+    let mut got = Vec::with_capacity(32 << 20);
+    while got.len() < 32 << 20 {
         let f = timeout(Duration::from_secs(10), body.frame())
             .await
             .expect("a stalled download resumes")
             .unwrap()
             .unwrap();
-        got += f.into_data().map(|d| d.len()).unwrap_or(0);
+        if let Ok(d) = f.into_data() {
+            got.extend_from_slice(&d);
+        }
     }
+    assert!(got[..] == pattern(got.len())[..]);
 }
 both!(clients_that_stop_reading_do_not_stall_the_tunnel);
 

@@ -478,9 +478,27 @@ pub async fn tls_connect(
     certs: &Certs,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_from(None, addr, certs, alpn).await
+}
+
+/// [`tls_connect`] from the local address `src` (on Linux every 127.0.0.0/8 address
+/// is loopback: a test can play Clients from several addresses).
+pub async fn tls_connect_from(
+    src: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    certs: &Certs,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let trust = ServerTrust::from_certs(&certs.identity.certs).unwrap();
     let cfg = tls::client_config(trust, None, &[alpn]).unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = match src {
+        None => tokio::net::TcpStream::connect(addr).await.unwrap(),
+        Some(ip) => {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(SocketAddr::new(ip, 0)).unwrap();
+            s.connect(addr).await.unwrap()
+        }
+    };
     tcp.set_nodelay(true).unwrap();
     let name = tls::server_name("localhost").unwrap();
     tokio_rustls::TlsConnector::from(cfg)
@@ -494,7 +512,16 @@ pub async fn h2_client(
     addr: SocketAddr,
     certs: &Certs,
 ) -> hyper::client::conn::http2::SendRequest<TestBody> {
-    let tls = tls_connect(addr, certs, tls::ALPN_H2).await;
+    h2_client_from(None, addr, certs).await
+}
+
+/// [`h2_client`] from the local address `src`.
+pub async fn h2_client_from(
+    src: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    certs: &Certs,
+) -> hyper::client::conn::http2::SendRequest<TestBody> {
+    let tls = tls_connect_from(src, addr, certs, tls::ALPN_H2).await;
     let (send, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .initial_stream_window_size(4 << 20)
@@ -511,7 +538,16 @@ pub async fn h1_client(
     addr: SocketAddr,
     certs: &Certs,
 ) -> hyper::client::conn::http1::SendRequest<TestBody> {
-    let tls = tls_connect(addr, certs, tls::ALPN_HTTP11).await;
+    h1_client_from(None, addr, certs).await
+}
+
+/// [`h1_client`] from the local address `src`.
+pub async fn h1_client_from(
+    src: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    certs: &Certs,
+) -> hyper::client::conn::http1::SendRequest<TestBody> {
+    let tls = tls_connect_from(src, addr, certs, tls::ALPN_HTTP11).await;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -526,10 +562,27 @@ pub async fn request(
     v: http::Version,
     req: Request<TestBody>,
 ) -> hyper::Result<Response<Incoming>> {
+    request_from(None, addr, certs, v, req).await
+}
+
+/// [`request`] from the local address `src`.
+pub async fn request_from(
+    src: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    certs: &Certs,
+    v: http::Version,
+    req: Request<TestBody>,
+) -> hyper::Result<Response<Incoming>> {
     if v == http::Version::HTTP_2 {
-        h2_client(addr, certs).await.send_request(req).await
+        h2_client_from(src, addr, certs)
+            .await
+            .send_request(req)
+            .await
     } else {
-        h1_client(addr, certs).await.send_request(req).await
+        h1_client_from(src, addr, certs)
+            .await
+            .send_request(req)
+            .await
     }
 }
 
@@ -540,14 +593,28 @@ pub async fn get(
     v: http::Version,
     path: &str,
 ) -> (http::StatusCode, Bytes) {
+    get_from(None, addr, certs, v, path).await
+}
+
+/// [`get`] from the local address `src`.
+pub async fn get_from(
+    src: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    certs: &Certs,
+    v: http::Version,
+    path: &str,
+) -> (http::StatusCode, Bytes) {
     let req = Request::get(format!("https://localhost:{}{path}", addr.port()))
         .header("host", format!("localhost:{}", addr.port()))
         .body(empty())
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(20), request(addr, certs, v, req))
-        .await
-        .expect("response within 20 s")
-        .unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        request_from(src, addr, certs, v, req),
+    )
+    .await
+    .expect("response within 20 s")
+    .unwrap();
     let status = resp.status();
     let body = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
         .await

@@ -194,6 +194,87 @@ impl Client {
     }
 }
 
+/// Clients that asked for a download and do not read it; dropping this closes them.
+pub struct Held {
+    /// How many got their response headers (200) so far.
+    pub answered: Arc<std::sync::atomic::AtomicUsize>,
+    _release: tokio::sync::watch::Sender<()>,
+}
+
+/// `n` HTTP/2 Clients, one connection each, that each ask for `GET {prefix}/big/{bytes}`
+/// and never read the body. Each holds its request (answered or not) until the
+/// result is dropped, which closes their connections.
+pub async fn hold_downloads(ep: &Endpoint, tls: &ClientTls, n: usize, bytes: u64) -> Res<Held> {
+    let clients = open_many(ep, Proto::H2, tls, n).await?;
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (release, rx) = tokio::sync::watch::channel(());
+    for c in clients {
+        let Client::H2(mut send, ep) = c else {
+            unreachable!("opened as HTTP/2")
+        };
+        let uri: Uri = format!("https://{}{}/big/{bytes}", ep.addr, ep.prefix).parse()?;
+        let req = Request::get(uri).body(Empty::new())?;
+        let answered = answered.clone();
+        let mut rx = rx.clone();
+        tokio::spawn(async move {
+            let hold = async {
+                if send.ready().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if let Ok(resp) = send.send_request(req).await {
+                    if resp.status() == StatusCode::OK {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // Held, never read.
+                    let _resp = resp;
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = hold => {}
+                _ = rx.changed() => {}
+            }
+        });
+    }
+    Ok(Held {
+        answered,
+        _release: release,
+    })
+}
+
+/// Latencies of `GET path` done back to back on `c` for `duration`; a request that
+/// fails or takes longer than `limit` is an error (and is recorded as `limit`).
+pub async fn serial_latency(
+    c: &mut Client,
+    path: &str,
+    duration: Duration,
+    limit: Duration,
+) -> LoadResult {
+    let mut hist = new_histogram();
+    let mut errors = 0;
+    let t_end = Instant::now() + duration;
+    while Instant::now() < t_end {
+        let t0 = Instant::now();
+        match tokio::time::timeout(limit, c.get(path)).await {
+            Ok(Ok((StatusCode::OK, n))) if n as usize == crate::roles::SMALL_BODY.len() => {
+                record(&mut hist, t0.elapsed());
+            }
+            _ => {
+                errors += 1;
+                record(&mut hist, limit);
+            }
+        }
+    }
+    let requests = hist.len();
+    LoadResult {
+        requests,
+        requests_all: requests,
+        errors,
+        rps: requests as f64 / duration.as_secs_f64(),
+        hist,
+    }
+}
+
 /// Opens `n` connections, at most 64 handshakes at a time.
 pub async fn open_many(ep: &Endpoint, proto: Proto, tls: &ClientTls, n: usize) -> Res<Vec<Client>> {
     let mut opened = futures_util::stream::iter(0..n)
@@ -319,8 +400,7 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
                 let mut hist = new_histogram();
                 let mut errors = 0u64;
                 let mut all = 0u64;
-                let mut alive = match tokio::time::timeout(FIRST_REQUEST, c.get("/small")).await
-                {
+                let mut alive = match tokio::time::timeout(FIRST_REQUEST, c.get("/small")).await {
                     Ok(Ok((StatusCode::OK, n))) if n as usize == crate::roles::SMALL_BODY.len() => {
                         all += 1;
                         true

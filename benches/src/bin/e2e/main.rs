@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, default_value = "target/e2e")]
     out: PathBuf,
     /// Run only these phases (comma-separated): streams-memory, sessions-memory, dial,
-    /// small, single, aggregate, far. Idle and end memory always run.
+    /// small, single, aggregate, far, stalled. Idle and end memory always run.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Measure only these paths (comma-separated): plain, tls, tcp, proxy, relays. For
@@ -85,7 +85,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 /// Phase names for `--only`.
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 8] = [
     "streams-memory",
     "sessions-memory",
     "dial",
@@ -93,6 +93,7 @@ const PHASES: [&str; 7] = [
     "single",
     "aggregate",
     "far",
+    "stalled",
 ];
 
 /// Sizes and durations of one run.
@@ -111,6 +112,10 @@ struct Sizes {
     dial_n: usize,
     sessions: usize,
     streams: usize,
+    /// Clients that ask for a large download through one id and never read.
+    stalled_clients: usize,
+    /// How long another Client's requests are measured while they sit.
+    stalled_measure_ms: u64,
 }
 
 impl Sizes {
@@ -128,6 +133,8 @@ impl Sizes {
             dial_n: 2000,
             sessions: 1000,
             streams: 10_000,
+            stalled_clients: 64,
+            stalled_measure_ms: 5000,
         }
     }
 
@@ -145,6 +152,8 @@ impl Sizes {
             dial_n: 50,
             sessions: 50,
             streams: 500,
+            stalled_clients: 64,
+            stalled_measure_ms: 1000,
         }
     }
 }
@@ -298,7 +307,7 @@ async fn run(args: Args) -> Res<bool> {
     >;
     // Small requests come before the bulk transfers, so "RSS after 500 clients" is not
     // the high-water mark of 256 concurrent 4 MiB downloads.
-    let phases: [(&str, Phase, u64); 8] = [
+    let phases: [(&str, Phase, u64); 9] = [
         ("idle", |b| Box::pin(b.idle_memory()), 60),
         ("streams-memory", |b| Box::pin(b.streams_memory()), 300),
         ("sessions-memory", |b| Box::pin(b.sessions_memory()), 600),
@@ -307,6 +316,7 @@ async fn run(args: Args) -> Res<bool> {
         ("single", |b| Box::pin(b.single_stream()), 300),
         ("aggregate", |b| Box::pin(b.aggregate()), 300),
         ("far", |b| Box::pin(b.far_link()), 300),
+        ("stalled", |b| Box::pin(b.stalled_clients()), 120),
     ];
     for (name, phase, limit) in phases {
         if name != "idle" && !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
@@ -803,11 +813,94 @@ impl Bench {
         Ok(())
     }
 
+    /// Issue 11, item 2: `stalled_clients` HTTP/2 Clients (one connection each) ask
+    /// for a 1 GiB download through one id and never read; meanwhile another Client
+    /// does `GET /small` to the same id back to back. Fresh processes, so the public
+    /// server's RSS above its own idle is what the stalled Clients cost.
+    async fn stalled_clients(&mut self) -> Res<()> {
+        let public = Child::spawn("public", &self.role_env).await?;
+        let mut nat = Child::spawn("nat", &self.role_env).await?;
+        let paddr = local(public.port("tls")?);
+        let url = roles::public_url(paddr);
+        let plain = local(self.internal.port("plain")?);
+        nat.cmd(&format!("listen stall {url} http:http://{plain} 2"), CMD)
+            .await?;
+        let mut pair = Pair { public, nat, url };
+        pair.public.cmd("wait-sessions 1 20000", CMD).await?;
+        let ep = ep(paddr, true, "/proxy/stall");
+        let mut other = load::Client::open(&ep, Proto::H2, &self.tls).await?;
+        other.get("/small").await?;
+        self.settle().await;
+        let mut row = report::StalledRow {
+            clients: self.sizes.stalled_clients,
+            idle: pair.sides()?,
+            ..Default::default()
+        };
+        let sampler = PeakSampler::start(pair.public.pid, pair.nat.pid);
+        let held = load::hold_downloads(&ep, &self.tls, row.clients, 1 << 30).await?;
+        // Let every stalled download fill what it can (its Client's windows, the
+        // buffers on the way): measured once the public and NAT processes are quiet.
+        row.fill_secs = quiet(&[pair.public.pid, pair.nat.pid], Duration::from_secs(20)).await?;
+        let measured = load::serial_latency(
+            &mut other,
+            "/small",
+            Duration::from_millis(self.sizes.stalled_measure_ms),
+            Duration::from_secs(5),
+        )
+        .await;
+        row.during = pair.sides()?;
+        row.answered = held.answered.load(std::sync::atomic::Ordering::Relaxed);
+        drop(held);
+        row.peak = sampler.stop().await;
+        self.settle().await;
+        self.settle().await;
+        row.after = pair.sides()?;
+        row.requests = measured.hist.len();
+        row.errors = measured.errors;
+        row.p50_us = load::quantile_us(&measured.hist, 0.5);
+        row.p99_us = load::quantile_us(&measured.hist, 0.99);
+        row.max_us = measured.hist.max() as f64 / 1000.0;
+        eprintln!(
+            "e2e:   {} stalled Clients ({} answered, quiet after {:.1} s): another Client p99 {:.1} ms ({} requests, {} errors), public RSS idle {:.1} peak {:.1} after {:.1} MiB",
+            row.clients,
+            row.answered,
+            row.fill_secs,
+            row.p99_us / 1e3,
+            row.requests,
+            row.errors,
+            row.idle.public.rss_mib(),
+            row.peak.public.rss_mib(),
+            row.after.public.rss_mib()
+        );
+        if row.requests == 0 {
+            self.report
+                .errors
+                .push("stalled: the other Client finished no request".into());
+        }
+        self.report.stalled = Some(row);
+        pair.stop().await;
+        Ok(())
+    }
+
     async fn end_memory(&mut self) -> Res<()> {
         let wait = self.end_wait.unwrap_or(if self.smoke { 1 } else { 3 });
         tokio::time::sleep(Duration::from_secs(wait)).await;
         self.report.memory.end = self.sides()?;
         Ok(())
+    }
+}
+
+/// Waits until the processes `pids` together use under 10% of a CPU over 200 ms, at
+/// most `limit`; returns how long that took, in seconds.
+async fn quiet(pids: &[u32], limit: Duration) -> Res<f64> {
+    let t0 = Instant::now();
+    let busy = || -> Res<f64> { pids.iter().map(|&p| child::cpu_secs(p)).sum() };
+    loop {
+        let c0 = busy()?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if busy()? - c0 < 0.02 || t0.elapsed() > limit {
+            return Ok(t0.elapsed().as_secs_f64());
+        }
     }
 }
 

@@ -326,8 +326,40 @@ pub struct Report {
     pub ratios: Vec<RatioBar>,
     /// Targets with PASS/MISS.
     pub targets: Vec<Target>,
+    /// Clients that stop reading, and what they cost another Client (issue 11).
+    pub stalled: Option<StalledRow>,
     /// Phases that failed, with why.
     pub errors: Vec<String>,
+}
+
+/// The stalled-Clients phase: HTTP/2 Clients that never read a large download through
+/// one id, and another Client's serial requests to the same id meanwhile.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StalledRow {
+    /// Stalled Clients (one connection each).
+    pub clients: usize,
+    /// Of those, how many had their response headers (the rest wait for them).
+    pub answered: usize,
+    /// Seconds until both sides were quiet after they came (their buffers full).
+    pub fill_secs: f64,
+    /// Both sides before the stalled Clients came.
+    pub idle: Sides,
+    /// Highest RSS while they sat.
+    pub peak: Sides,
+    /// While they sat, after the measurement.
+    pub during: Sides,
+    /// After they left.
+    pub after: Sides,
+    /// The other Client's requests done (errors included).
+    pub requests: u64,
+    /// Of those, failed or over 5 s.
+    pub errors: u64,
+    /// The other Client's latency, in µs.
+    pub p50_us: f64,
+    /// p99 in µs.
+    pub p99_us: f64,
+    /// Slowest, in µs.
+    pub max_us: f64,
 }
 
 impl Report {
@@ -565,6 +597,30 @@ impl Report {
             10.0,
             "%",
         ));
+        if let Some(st) = &self.stalled {
+            let above = |m: Mem| (m.rss_kib as f64 - st.idle.public.rss_kib as f64) / 1024.0;
+            t.push(Target::new(
+                format!("{} stalled Clients: other Client p99", st.clients),
+                Some(st.p99_us / 1e3),
+                "<",
+                200.0,
+                "ms",
+            ));
+            t.push(Target::new(
+                format!("{} stalled Clients: public peak above idle", st.clients),
+                Some(above(st.peak.public)),
+                "<",
+                64.0,
+                "MiB",
+            ));
+            t.push(Target::new(
+                "stalled Clients gone: public above idle",
+                Some(above(st.after.public)),
+                "<",
+                4.0,
+                "MiB",
+            ));
+        }
         t.push(Target::new(
             "20 ms RTT single stream: TCP fwd",
             self.mb_s(FAR, TCP),
@@ -737,6 +793,25 @@ impl Report {
             );
         }
         row(&mut o, "end (after all load)", mm.end);
+        if let Some(st) = &self.stalled {
+            let _ = writeln!(
+                o,
+                "fresh processes, {} Clients that stop reading ({} answered, quiet after {:.1} s):",
+                st.clients, st.answered, st.fill_secs
+            );
+            row(&mut o, "before the stalled Clients", st.idle);
+            row(&mut o, "peak while they sit", st.peak);
+            row(&mut o, "after they leave", st.after);
+            let _ = writeln!(
+                o,
+                "another Client meanwhile: {} requests, {} errors, p50 {:.2} p99 {:.2} max {:.2} ms",
+                st.requests,
+                st.errors,
+                st.p50_us / 1e3,
+                st.p99_us / 1e3,
+                st.max_us / 1e3
+            );
+        }
         let _ = writeln!(
             o,
             "internal server idle: {:.1} MiB",

@@ -269,8 +269,19 @@ pub fn public_config() -> ServerConfig {
     // 10,000 held streams plus the control stream and spares on one Listener connection.
     config.h2.max_concurrent_streams = 20_000;
     tune(&mut config.h2, &mut config.conn);
+    if let Some(b) = std::env::var(STREAM_BUDGET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        config.tunnel_stream_budget = b;
+    }
     config
 }
+
+/// Environment variable: the public server's `ServerConfig::tunnel_stream_budget` in
+/// bytes, for A/B runs (`4294967295`: every stream keeps the full stream window, the
+/// behaviour before the budget existed). Unset: the library's default.
+pub const STREAM_BUDGET_ENV: &str = "H2REV2_E2E_STREAM_BUDGET";
 
 /// Environment variable: per-stream buffer limits for experiments, applied to both
 /// sides, `CONN_MAX_BUFFER,H2_SEND_BUFFER` in bytes (`ConnConfig::max_buffer`,
