@@ -77,6 +77,9 @@ pub struct Endpoint {
     pub tls: bool,
     /// Path prefix, e.g. `/proxy/http` (empty for direct and TCP forwarding).
     pub prefix: String,
+    /// The local address to connect from (any 127.0.0.0/8 address is loopback):
+    /// Clients on distinct addresses. `None`: the system's choice.
+    pub from: Option<std::net::IpAddr>,
 }
 
 /// Client TLS configs, one per ALPN.
@@ -101,7 +104,14 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 async fn connect(ep: &Endpoint, proto: Proto, tls: &ClientTls) -> Res<Box<dyn Io>> {
-    let tcp = TcpStream::connect(ep.addr).await?;
+    let tcp = match ep.from {
+        None => TcpStream::connect(ep.addr).await?,
+        Some(ip) => {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(SocketAddr::new(ip, 0))?;
+            s.connect(ep.addr).await?
+        }
+    };
     tcp.set_nodelay(true)?;
     if !ep.tls {
         return Ok(Box::new(tcp));
@@ -201,11 +211,20 @@ pub struct Held {
     _release: tokio::sync::watch::Sender<()>,
 }
 
-/// `n` HTTP/2 Clients, one connection each, that each ask for `GET {prefix}/big/{bytes}`
-/// and never read the body. Each holds its request (answered or not) until the
-/// result is dropped, which closes their connections.
+/// `n` HTTP/2 Clients, one connection each from its own address (127.0.1.1,
+/// 127.0.1.2, ...), that each ask for `GET {prefix}/big/{bytes}` and never read the
+/// body. Each holds its request (answered or not) until the result is dropped, which
+/// closes their connections.
 pub async fn hold_downloads(ep: &Endpoint, tls: &ClientTls, n: usize, bytes: u64) -> Res<Held> {
-    let clients = open_many(ep, Proto::H2, tls, n).await?;
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let from = std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+        let ep = Endpoint {
+            from: Some(from.into()),
+            ..ep.clone()
+        };
+        clients.push(Client::open(&ep, Proto::H2, tls).await?);
+    }
     let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (release, rx) = tokio::sync::watch::channel(());
     for c in clients {

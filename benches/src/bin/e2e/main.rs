@@ -223,6 +223,7 @@ fn ep(addr: SocketAddr, tls: bool, prefix: &str) -> Endpoint {
         addr,
         tls,
         prefix: prefix.to_string(),
+        from: None,
     }
 }
 
@@ -813,7 +814,8 @@ impl Bench {
         Ok(())
     }
 
-    /// Issue 11, item 2: `stalled_clients` HTTP/2 Clients (one connection each) ask
+    /// Issue 11, item 2: `stalled_clients` HTTP/2 Clients (one connection each, each
+    /// from its own address, so the per-address cap plays no part) ask
     /// for a 1 GiB download through one id and never read; meanwhile another Client
     /// does `GET /small` to the same id back to back. Fresh processes, so the public
     /// server's RSS above its own idle is what the stalled Clients cost.
