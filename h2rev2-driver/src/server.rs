@@ -24,6 +24,7 @@ use h2rev2_proto::dialer::{
     StreamKind,
 };
 use h2rev2_proto::idle::{IdleAction, IdleRule};
+use h2rev2_proto::throttle::RefusalThrottle;
 use h2rev2_proto::window::{MIN_STREAM_WINDOW, StreamWindowRule};
 use h2rev2_proto::wire::{DialerId, RevdialRequest, Route, RouteConfig};
 use http::{Request, Response, StatusCode};
@@ -89,6 +90,11 @@ pub struct ServerConfig {
     pub tunnel_stream_budget: u32,
     /// Bounds on proxied requests: response and body timeouts, requests per id.
     pub proxy: crate::proxy::ProxyLimits,
+    /// Refused revdial requests that repeat: each address's first refusal in an
+    /// interval is logged (with a count of the others), and past 20 in an interval
+    /// its refusals are answered only after a delay (1 s), so a Listener that retries
+    /// a refusal at once (the 2022 Go Listener) neither floods the log nor spins.
+    pub refusals: h2rev2_proto::throttle::ThrottleConfig,
     /// Who may use the tunnels (Clients of `B/proxy/{id}/…` and the default target):
     /// open to all unless a rule is added.
     pub callers: h2rev2_proto::caller::CallerPolicy,
@@ -108,6 +114,7 @@ impl Default for ServerConfig {
             tunnel_connection_window: 256 << 20,
             tunnel_stream_budget: 16 << 20,
             proxy: Default::default(),
+            refusals: Default::default(),
             callers: Default::default(),
         }
     }
@@ -230,6 +237,7 @@ impl Server {
             dials: HashMap::new(),
             metrics,
             conn_config: inner.config.conn,
+            refusals: RefusalThrottle::new(inner.config.refusals),
             rt: rt.clone(),
         };
         rt.spawn(driver.run(rx));
@@ -844,6 +852,8 @@ struct Driver {
     dials: HashMap<DialId, oneshot::Sender<Result<RevConn, DialError>>>,
     metrics: Arc<Metrics>,
     conn_config: ConnConfig,
+    /// Per-address counts of refused revdial requests: what to log, when to answer.
+    refusals: RefusalThrottle,
 }
 
 impl Driver {
@@ -1011,20 +1021,43 @@ impl Driver {
                     reason,
                 } => {
                     if let Some((mut respond, _, peer, id, _)) = self.pending.remove(&stream) {
-                        match kind {
-                            RejectKind::Auth => {
-                                self.metrics.auth_failures.fetch_add(1, Relaxed);
-                                warn!(%peer, %id, status, "revdial request refused: {reason}");
+                        let counter = match kind {
+                            RejectKind::Auth => Some(&self.metrics.auth_failures),
+                            RejectKind::Limit => Some(&self.metrics.limit_refusals),
+                            _ => None,
+                        };
+                        if let Some(c) = counter {
+                            c.fetch_add(1, Relaxed);
+                        }
+                        let refusal = self.refusals.handle_refusal(self.rt.now(), peer.ip());
+                        if let Some(unlogged) = refusal.log {
+                            let more = if unlogged > 0 {
+                                format!(
+                                    " ({unlogged} more refusals of this address were not logged)"
+                                )
+                            } else {
+                                String::new()
+                            };
+                            if kind == RejectKind::Auth {
+                                warn!(%peer, %id, status, "revdial request refused: {reason}{more}");
+                            } else {
+                                info!(%peer, %id, status, "revdial request refused: {reason}{more}");
                             }
-                            RejectKind::Limit => {
-                                self.metrics.limit_refusals.fetch_add(1, Relaxed);
-                                info!(%peer, %id, status, "revdial request refused: {reason}");
-                            }
-                            _ => info!(%peer, %id, status, "revdial request refused: {reason}"),
                         }
                         let status =
                             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-                        respond_text(&mut respond, status, &format!("{reason}\n"));
+                        let body = format!("{reason}\n");
+                        if refusal.delay.is_zero() {
+                            respond_text(&mut respond, status, &body);
+                        } else {
+                            // Refused too often: a client that retries on the answer
+                            // at once now retries about once per delay.
+                            let rt = self.rt.clone();
+                            self.rt.spawn(async move {
+                                rt.sleep(refusal.delay).await;
+                                respond_text(&mut respond, status, &body);
+                            });
+                        }
                     }
                 }
                 Action::SendControl { stream, data } => {

@@ -79,6 +79,7 @@ pub mod idle;
 pub mod listener;
 pub mod registry;
 pub mod settings;
+pub mod throttle;
 pub mod window;
 pub mod wire;
 

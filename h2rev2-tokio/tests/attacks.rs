@@ -784,7 +784,10 @@ async fn auth_failures_are_identical_for_existing_and_unknown_ids(side: Side) {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let certs = Certs::new();
-    let public = start_public_with(side, &certs, config(), None).await;
+    let mut config = config();
+    // Every refusal logged and answered at once (the throttle has its own test).
+    config.refusals.interval = Duration::ZERO;
+    let public = start_public_with(side, &certs, config, None).await;
     let port = public.addr.port();
     // `app` is configured and live; `ghost` is neither.
     let live = h2_conn(public.addr, &certs).await;
@@ -843,6 +846,67 @@ async fn auth_failures_are_identical_for_existing_and_unknown_ids(side: Side) {
 #[tokio::test]
 async fn auth_failures_are_identical_for_existing_and_unknown_ids_tokio() {
     auth_failures_are_identical_for_existing_and_unknown_ids(Side::Tokio).await
+}
+
+// A Listener that retries its refusal at once (the 2022 Go Listener does, thousands of
+// times a second): past 20 refusals in 10 s its answers wait 1 s, and the log has one
+// line per address and interval, not one per refusal.
+async fn refusals_retried_at_once_are_slowed_and_logged_once(side: Side) {
+    let logs = Capture::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let certs = Certs::new();
+    let public = start_public_with(side, &certs, config(), None).await;
+    let port = public.addr.port();
+    let conn = h2_conn(public.addr, &certs).await;
+    let answer_at_once = ServerConfig::default().refusals.answer_at_once;
+    for i in 0..answer_at_once + 3 {
+        let started = Instant::now();
+        let o = open(&conn, port, "/revdial?id=app&role=control", Some("wrong")).await;
+        let took = started.elapsed();
+        assert_eq!(o.status, StatusCode::FORBIDDEN, "{}", o.body);
+        if i < answer_at_once {
+            assert!(
+                took < Duration::from_millis(900),
+                "refusal {i} took {took:?}"
+            );
+        } else {
+            assert!(
+                took >= Duration::from_millis(900),
+                "refusal {i} was answered after {took:?}"
+            );
+        }
+    }
+    assert_eq!(
+        public.server.metrics().auth_failures.load(Relaxed),
+        u64::from(answer_at_once + 3),
+        "every refusal is counted"
+    );
+    // A legitimate Listener from the same address is not slowed.
+    let started = Instant::now();
+    let ok = open(&conn, port, "/revdial?id=app&role=control", Some("tok")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(900));
+    if side == Side::Tokio {
+        // The server's tasks run on this thread: its log lines are captured.
+        let text = logs.text();
+        let lines = text.matches("revdial request refused").count();
+        assert_eq!(lines, 1, "{text}");
+    }
+}
+// Tokio on one thread (the log capture sees the server's tasks); smol without it.
+#[tokio::test]
+async fn refusals_retried_at_once_are_slowed_and_logged_once_tokio() {
+    refusals_retried_at_once_are_slowed_and_logged_once(Side::Tokio).await
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_retried_at_once_are_slowed_and_logged_once_smol() {
+    refusals_retried_at_once_are_slowed_and_logged_once(Side::Smol).await
 }
 
 // ---------------------------------------------------------------------------------
