@@ -44,6 +44,7 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    signal::ignore_hangup();
     match cli.command {
         Command::Server(a) => server::run(a).await,
         Command::Client(a) => client::run(a).await,

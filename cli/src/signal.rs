@@ -1,4 +1,5 @@
-//! SIGINT (Ctrl-C) and SIGTERM.
+//! SIGINT (Ctrl-C) and SIGTERM end the process gracefully; SIGHUP is logged and
+//! ignored.
 
 /// Waits for SIGINT or SIGTERM; returns its name.
 pub async fn wait() -> &'static str {
@@ -29,5 +30,30 @@ pub async fn wait() -> &'static str {
     {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
+    }
+}
+
+/// The line logged for each SIGHUP.
+pub const HANGUP_IGNORED: &str = "SIGHUP: reload is not supported yet; ignoring";
+
+/// Keeps SIGHUP from ending the process (its default action): from now on each one is
+/// logged and otherwise ignored. Live reload is not implemented yet. Call it inside
+/// the tokio runtime, before serving.
+pub fn ignore_hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Once registered, tokio's handler replaces the default action for the rest of
+        // the process's life.
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::warn!("{HANGUP_IGNORED}");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP"),
+        }
     }
 }

@@ -171,6 +171,11 @@ impl Proc {
         rest.split_whitespace().next().unwrap_or("").to_string()
     }
 
+    /// Whether the process has not exited yet.
+    pub fn running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
     fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
