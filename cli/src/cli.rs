@@ -93,17 +93,19 @@ Example:
 
 /// `h2rev2 server`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("identity").required(true).args(["cert", "self_signed"])))]
+// Which of these must be given is checked once the config file is merged in
+// (`config::check_server`): a file may hold one half and the command line the other.
+#[command(group(ArgGroup::new("identity").args(["cert", "self_signed"])))]
 pub struct ServerArgs {
     /// Address to listen on for HTTPS (h2rev2 clients and users). Use 0.0.0.0:PORT to
     /// accept connections from other machines.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     pub listen: String,
     /// PEM certificate chain of the server (needs --key).
-    #[arg(long, value_name = "FILE", requires = "key")]
+    #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// PEM private key of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Use a self-signed certificate (instead of --cert/--key), made on the first start
     /// and reused by the next ones, so clients pinned with `client --ca FILE` keep
@@ -115,21 +117,16 @@ pub struct ServerArgs {
     /// Where --self-signed writes the certificate for clients. Reused at the next start
     /// when it is for the key and names all of --hostname; otherwise replaced by a new
     /// one signed with the same key.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "h2rev2-server.crt",
-        requires = "self_signed"
-    )]
+    #[arg(long, value_name = "FILE", default_value = "h2rev2-server.crt")]
     pub cert_out: PathBuf,
     /// Where --self-signed keeps its private key (created with mode 0600, reused at every
     /// start; keep it private, delete it to get a new key). Default: --cert-out with the
     /// extension `.key`, e.g. h2rev2-server.key.
-    #[arg(long, value_name = "FILE", requires = "self_signed")]
+    #[arg(long, value_name = "FILE")]
     pub self_signed_key: Option<PathBuf>,
     /// Names put in the self-signed certificate (repeatable). Default: localhost,
     /// 127.0.0.1, ::1 and the host of --listen.
-    #[arg(long = "hostname", value_name = "NAME", requires = "self_signed")]
+    #[arg(long = "hostname", value_name = "NAME")]
     pub hostnames: Vec<String>,
     /// File of client tokens, one `ID TOKEN` (or `ID=TOKEN`) per line; lines starting
     /// with `#` are comments. A client must send the token of the id it registers.
@@ -160,7 +157,7 @@ pub struct ServerArgs {
     #[arg(long)]
     pub allow_anonymous: bool,
     /// With --allow-anonymous: only these ids may register anonymously (repeatable).
-    #[arg(long = "anonymous-id", value_name = "ID", requires = "allow_anonymous")]
+    #[arg(long = "anonymous-id", value_name = "ID")]
     pub anonymous_ids: Vec<String>,
     /// Proxy every request that matches no route (`/revdial`, `/proxy/ID/...`) to this
     /// id, path unchanged.
@@ -183,6 +180,8 @@ pub struct ServerArgs {
     pub grace: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub file: ConfigArgs,
 }
 
 /// Limits of the public server. The defaults are safe on the public internet.
@@ -265,14 +264,17 @@ pub struct RouteArgs {
 
 /// `h2rev2 client`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("service").required(true).args(["proxy_host", "tcp_target"])))]
+// --server, --id and one of the services are required, checked once the config file is
+// merged in (`config::check_client`, `client::plan`).
+#[command(group(ArgGroup::new("service").args(["proxy_host", "tcp_target"])))]
 pub struct ClientArgs {
-    /// The public server: https://HOST:PORT[/BASE].
+    /// The public server: https://HOST:PORT[/BASE] (required).
     #[arg(long, value_name = "URL")]
-    pub server: String,
-    /// The id to register under (the server's token file must hold a token for it).
+    pub server: Option<String>,
+    /// The id to register under (required; the server's token file must hold a token
+    /// for it).
     #[arg(long, value_name = "ID")]
-    pub id: String,
+    pub id: Option<String>,
     /// Token for --id (sent as `Authorization: Bearer`). Prefer the environment
     /// variable: command lines are visible to other users.
     #[arg(
@@ -313,6 +315,24 @@ pub struct ClientArgs {
     /// Longest wait between two attempts, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub max_backoff: u64,
+    #[command(flatten)]
+    pub file: ConfigArgs,
+}
+
+/// `--config` and `--print-config`, shared by `server` and `client`.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Configuration")]
+pub struct ConfigArgs {
+    /// Read settings from this TOML file: one key per long flag, named like it
+    /// (`max-requests-per-id = 64`, `hostname = ["a.example"]`). Flags and their
+    /// environment variables override the file; relative paths in the file are
+    /// relative to the file's directory. Unknown keys are errors.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (config file and flags merged) as TOML and
+    /// exit; tokens are shown as "***".
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// `h2rev2 demo`.

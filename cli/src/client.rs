@@ -76,7 +76,10 @@ pub fn parse_tcp_target(s: &str) -> Result<String, CliError> {
 
 /// Builds the plan of `h2rev2 client`.
 pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
-    let id = parse_id("--id", &args.id)?;
+    let (Some(server), Some(id)) = (args.server, args.id) else {
+        return Err(CliError::usage("--server and --id are required"));
+    };
+    let id = parse_id("--id", &id)?;
     let service = match (&args.proxy_host, &args.tcp_target) {
         (Some(p), None) => Service::Http {
             target: parse_proxy_target("--proxy-host", p)?,
@@ -103,7 +106,7 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
     let tls = crate::certs::client_tls(args.ca.as_deref(), args.insecure)?;
     let token = args.token.filter(|t| !t.is_empty());
     Ok(ClientPlan {
-        server: args.server,
+        server,
         id,
         token,
         tls,

@@ -16,6 +16,7 @@ mod argv;
 mod certs;
 mod cli;
 mod client;
+mod config;
 mod demo;
 mod error;
 mod legacy;
@@ -24,12 +25,13 @@ mod server;
 mod signal;
 mod tokens;
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::cli::{Cli, Command};
+use crate::config::Prepared;
 use crate::error::CliError;
 
 fn init_tracing() {
@@ -43,9 +45,9 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
+async fn run(command: Command) -> Result<(), CliError> {
     signal::ignore_hangup();
-    match cli.command {
+    match command {
         Command::Server(a) => server::run(a).await,
         Command::Client(a) => client::run(a).await,
         Command::Demo(a) => demo::run(a).await,
@@ -55,8 +57,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 fn main() -> ExitCode {
     let args = argv::rewrite(std::env::args_os().collect());
-    let cli = match Cli::try_parse_from(args) {
-        Ok(c) => c,
+    // The matches are kept: the config file fills only what they did not set.
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             let _ = e.print();
             // Help and version go to stdout and succeed; usage errors exit 2.
@@ -65,6 +71,18 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             };
+        }
+    };
+    let command = match config::prepare(cli.command, &matches) {
+        Ok(Prepared::Run(c)) => c,
+        Ok(Prepared::Print(text)) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("h2rev2: error: {e}");
+            return e.exit_code();
         }
     };
     init_tracing();
@@ -78,7 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::from(error::Code::Runtime as u8);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(command));
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
