@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 /// Text shown after the top-level help.
 const TOP_AFTER: &str = "\
@@ -181,6 +182,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
     pub file: ConfigArgs,
 }
 
@@ -316,6 +319,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub max_backoff: u64,
     #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
     pub file: ConfigArgs,
 }
 
@@ -335,6 +340,27 @@ pub struct ConfigArgs {
     pub print_config: bool,
 }
 
+/// The log format on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, message and fields).
+    Json,
+}
+
+/// Logging flags.
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// Log format on stderr. The level comes from RUST_LOG (default info); h2's,
+    /// hyper's and rustls's debug output appears only when RUST_LOG names them
+    /// (e.g. RUST_LOG=debug,h2=debug).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
 /// `h2rev2 demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -347,6 +373,8 @@ pub struct DemoArgs {
     /// Also serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The original Go CLI: `h2rev2 [options] HOST PORT`.

@@ -22,7 +22,7 @@ use clap::{ArgMatches, Args as _, Command as ClapCommand};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ClientArgs, Command, ServerArgs};
+use crate::cli::{ClientArgs, Command, LogFormat, ServerArgs};
 use crate::error::CliError;
 
 /// How a setting's value is written in the file.
@@ -49,7 +49,16 @@ macro_rules! as_is {
         }
     )*};
 }
-as_is!(String, bool, u64, u32, usize, SocketAddr, Vec<String>,);
+as_is!(
+    String,
+    bool,
+    u64,
+    u32,
+    usize,
+    SocketAddr,
+    Vec<String>,
+    LogFormat
+);
 
 impl Value for PathBuf {
     type File = PathBuf;
@@ -208,6 +217,7 @@ settings! {
         body_idle_timeout: u64 => limits.body_idle_timeout;
         max_requests_per_id: usize => limits.max_requests_per_id;
         queue_timeout: u64 => limits.queue_timeout;
+        log_format: LogFormat => log.log_format;
     }
 }
 
@@ -228,6 +238,7 @@ settings! {
         spares: usize => spares;
         max_attempts: Option<u32> => max_attempts;
         max_backoff: u64 => max_backoff;
+        log_format: LogFormat => log.log_format;
     }
 }
 

@@ -20,30 +20,20 @@ mod config;
 mod demo;
 mod error;
 mod legacy;
+mod logging;
 mod metrics_http;
 mod server;
 mod signal;
 mod tokens;
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 use crate::config::Prepared;
 use crate::error::CliError;
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-}
 
 async fn run(command: Command) -> Result<(), CliError> {
     signal::ignore_hangup();
@@ -85,7 +75,12 @@ fn main() -> ExitCode {
             return e.exit_code();
         }
     };
-    init_tracing();
+    logging::init(match &command {
+        Command::Server(a) => a.log.log_format,
+        Command::Client(a) => a.log.log_format,
+        Command::Demo(a) => a.log.log_format,
+        Command::Legacy(_) => LogFormat::Text,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -376,6 +376,11 @@ pub struct PublicServer {
 
 impl PublicServer {
     pub fn start(tokens: &str, extra: &[&str]) -> PublicServer {
+        Self::start_env(tokens, extra, &[])
+    }
+
+    /// The same with `env` added to the server's environment.
+    pub fn start_env(tokens: &str, extra: &[&str], env: &[(&str, &str)]) -> PublicServer {
         let dir = tempfile::tempdir().unwrap();
         let tokens = write_file(dir.path(), "tokens.txt", tokens)
             .display()
@@ -392,7 +397,7 @@ impl PublicServer {
             &tokens,
         ];
         args.extend_from_slice(extra);
-        let mut proc = Proc::h2rev2("server", &args, &[]);
+        let mut proc = Proc::h2rev2("server", &args, env);
         let public = proc.wait_value_after("Serving on https://", Duration::from_secs(20));
         PublicServer {
             url: format!("https://{public}"),
@@ -404,6 +409,11 @@ impl PublicServer {
 
     /// A client registering `id` with `token`, proxying to `internal`; once it is up.
     pub fn client(&self, id: &str, token: &str, internal: &str) -> Proc {
+        self.client_env(id, token, internal, &[])
+    }
+
+    /// The same with `env` added to the client's environment.
+    pub fn client_env(&self, id: &str, token: &str, internal: &str, env: &[(&str, &str)]) -> Proc {
         let args = [
             "client",
             "--server",
@@ -415,7 +425,9 @@ impl PublicServer {
             "--proxy-host",
             internal,
         ];
-        let mut c = Proc::h2rev2(&format!("client {id}"), &args, &[("H2REV2_TOKEN", token)]);
+        let mut env = env.to_vec();
+        env.push(("H2REV2_TOKEN", token));
+        let mut c = Proc::h2rev2(&format!("client {id}"), &args, &env);
         c.wait_for("Serving on Reverse connection", Duration::from_secs(20));
         c
     }
