@@ -6,8 +6,9 @@
 //! the command line first, then every setting that was not given there (nor through
 //! its environment variable, see [`clap::parser::ValueSource`]) takes the file's value
 //! when the file has one. A repeatable flag given on the command line replaces the
-//! file's whole list. Relative paths in the file are resolved against the file's
-//! directory; paths on the command line stay relative to the working directory.
+//! file's whole list. Relative paths in the file, and default file names when a file is
+//! used, are resolved against the file's directory; paths on the command line stay
+//! relative to the working directory.
 //!
 //! Requirements that involve several settings (`--cert` needs `--key`, `--hostname`
 //! needs `--self-signed`, a client needs `--server` and `--id`) are checked after the
@@ -33,6 +34,10 @@ trait Value: Sized {
     fn from_file(v: Self::File, base: &Path) -> Self;
     /// The value to print, `None` when unset.
     fn to_file(&self) -> Option<Self::File>;
+    /// A default left in place when a config file is used: a relative path is made
+    /// relative to the file's directory like the file's own paths (`cert-out`'s
+    /// h2rev2-server.crt lands next to the file). Other values stay as they are.
+    fn rebase(&mut self, _base: &Path) {}
 }
 
 /// Values that the file holds as they are.
@@ -69,6 +74,9 @@ impl Value for PathBuf {
     fn to_file(&self) -> Option<PathBuf> {
         Some(self.clone())
     }
+    fn rebase(&mut self, base: &Path) {
+        *self = base.join(&*self);
+    }
 }
 
 impl<T: Value> Value for Option<T> {
@@ -78,6 +86,11 @@ impl<T: Value> Value for Option<T> {
     }
     fn to_file(&self) -> Option<T::File> {
         self.as_ref().and_then(T::to_file)
+    }
+    fn rebase(&mut self, base: &Path) {
+        if let Some(v) = self {
+            v.rebase(base);
+        }
     }
 }
 
@@ -150,7 +163,8 @@ macro_rules! settings {
             const KEYS: &[&str] = &[$(stringify!($key)),*];
 
             /// Fills every setting of `args` that `explicit` says was not given with
-            /// the file's value, if any; records what was given where.
+            /// the file's value, if any, and rebases the defaults left (see
+            /// [`Value::rebase`]); records what was given where.
             fn merge(
                 self,
                 args: &mut $args,
@@ -163,9 +177,14 @@ macro_rules! settings {
                     let key = stringify!($key).replace('_', "-");
                     if explicit(&key) {
                         given.0.insert(key, Origin::Flag);
-                    } else if let (Some(v), Some(file)) = (self.$key, file) {
-                        args.$($path).+ = <$ty as Value>::from_file(v, &base);
-                        given.0.insert(key, Origin::File(file.to_path_buf()));
+                    } else if let Some(file) = file {
+                        match self.$key {
+                            Some(v) => {
+                                args.$($path).+ = <$ty as Value>::from_file(v, &base);
+                                given.0.insert(key, Origin::File(file.to_path_buf()));
+                            }
+                            None => args.$($path).+.rebase(&base),
+                        }
                     }
                 )*
             }
@@ -528,6 +547,11 @@ mod tests {
         // One half in the file, the other on the command line.
         let a = server_args(&["h2rev2", "server", "--config", f, "--hostname", "x"]);
         assert_eq!(a.hostnames, ["x"]);
+        // With a file, a default file name is in the file's directory too; without
+        // one, in the working directory.
+        assert_eq!(a.cert_out, dir.path().join("h2rev2-server.crt"));
+        let a = server_args(&["h2rev2", "server", "--self-signed"]);
+        assert_eq!(a.cert_out, Path::new("h2rev2-server.crt"));
         let err = |argv: &[&str]| match parse(argv) {
             Err(e) => e,
             Ok(_) => panic!("{argv:?} was accepted"),
