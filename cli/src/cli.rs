@@ -22,11 +22,16 @@ The original Go command line also works as it was (single-dash flags):
   h2rev2 -public -cert server.crt -key server.key -dialer-id 001 localhost 9090
   h2rev2 -cert server.crt -dialer-id 001 -proxy-host http://localhost:8000 localhost 9090
 
-Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less detail.
+Settings can come from a TOML file (`server --config FILE`, `client --config FILE`),
+one key per long flag; `--print-config` shows the result.
 
-Exit codes: 0 ok (also after Ctrl-C/SIGTERM), 1 runtime failure, 2 usage error,
-3 certificate/key/token file error, 4 refused by the public server (401/403) and gave
-up, 5 cannot listen on an address (port in use, permission).";
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less detail, and
+--log-format json for one JSON object per line. SIGHUP is logged and ignored.
+
+Exit codes: 0 ok (also after Ctrl-C/SIGTERM), 1 runtime failure, 2 usage error
+(also an unknown key in a config file), 3 certificate/key/token/config file error,
+4 refused by the public server (401/403) and gave up, 5 cannot listen on an address
+(port in use, permission).";
 
 /// A reverse tunnel over HTTP/2: expose a server that sits behind a NAT through a
 /// public machine.
@@ -70,6 +75,17 @@ Examples:
   h2rev2 server --cert server.crt --key server.key --tokens tokens.txt \\
       --tcp 127.0.0.1:2222=ssh
 
+  # The same from a config file (paths relative to the file), one flag overriding it:
+  cat > /etc/h2rev2/server.toml <<'END'
+  listen = \"0.0.0.0:9090\"
+  cert = \"server.crt\"
+  key = \"server.key\"
+  tokens = \"tokens.txt\"
+  tcp = [\"127.0.0.1:2222=ssh\"]
+  END
+  h2rev2 server --config /etc/h2rev2/server.toml --max-sessions 100
+  h2rev2 server --config /etc/h2rev2/server.toml --print-config   # what is in effect
+
 Clients' servers are reached at https://HOST:PORT/proxy/ID/... ; with --default-id ID
 every other path goes to ID unchanged. Without tokens, Listeners are refused unless
 --allow-anonymous is given: anyone who knows an id could then take its traffic.";
@@ -83,6 +99,15 @@ Examples:
   # Expose sshd as 'ssh' (the server forwards one of its TCP ports with --tcp):
   H2REV2_TOKEN=t0ken h2rev2 client --server https://public.example:9090 \\
       --ca h2rev2-server.crt --id ssh --tcp-target 127.0.0.1:22
+
+  # From a config file (keys named like the flags; `ca` relative to the file):
+  cat > client.toml <<'END'
+  server = \"https://public.example:9090\"
+  id = \"web\"
+  ca = \"h2rev2-server.crt\"
+  proxy-host = \"http://127.0.0.1:8000\"
+  END
+  H2REV2_TOKEN=s3cret h2rev2 client --config client.toml
 
 The client may start before the server: it retries with a capped, jittered backoff
 until the server is up, and reconnects whenever the connection is lost.";
@@ -181,8 +206,10 @@ pub struct ServerArgs {
     pub grace: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// `--log-format`.
     #[command(flatten)]
     pub log: LogArgs,
+    /// `--config`, `--print-config`.
     #[command(flatten)]
     pub file: ConfigArgs,
 }
@@ -318,8 +345,10 @@ pub struct ClientArgs {
     /// Longest wait between two attempts, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub max_backoff: u64,
+    /// `--log-format`.
     #[command(flatten)]
     pub log: LogArgs,
+    /// `--config`, `--print-config`.
     #[command(flatten)]
     pub file: ConfigArgs,
 }
@@ -330,8 +359,9 @@ pub struct ClientArgs {
 pub struct ConfigArgs {
     /// Read settings from this TOML file: one key per long flag, named like it
     /// (`max-requests-per-id = 64`, `hostname = ["a.example"]`). Flags and their
-    /// environment variables override the file; relative paths in the file are
-    /// relative to the file's directory. Unknown keys are errors.
+    /// environment variables override the file; relative paths in the file (and
+    /// default file names such as --cert-out's) are relative to the file's directory.
+    /// Unknown keys are errors.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the effective configuration (config file and flags merged) as TOML and
@@ -353,6 +383,7 @@ pub enum LogFormat {
 
 /// Logging flags.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Logging")]
 pub struct LogArgs {
     /// Log format on stderr. The level comes from RUST_LOG (default info); h2's,
     /// hyper's and rustls's debug output appears only when RUST_LOG names them
@@ -373,6 +404,7 @@ pub struct DemoArgs {
     /// Also serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// `--log-format`.
     #[command(flatten)]
     pub log: LogArgs,
 }
