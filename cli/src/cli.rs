@@ -259,6 +259,15 @@ pub struct LimitArgs {
     /// Milliseconds a proxied request waits for a free slot of its id.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub queue_timeout: u64,
+    /// Proxied requests in flight per id from one Client IP address; more wait
+    /// --queue-timeout, then get 429.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_requests_per_client: usize,
+    /// KiB that the streams of one client's tunnel may hold unread together: each
+    /// stream's window is this shared among the open ones (one stream alone gets
+    /// 8 MiB), so Clients that stop reading cost little and stall nobody else.
+    #[arg(long, value_name = "KIB", default_value_t = 16384)]
+    pub tunnel_stream_budget: u32,
 }
 
 impl LimitArgs {
@@ -278,6 +287,8 @@ impl LimitArgs {
         config.proxy.body_idle_timeout = Duration::from_secs(self.body_idle_timeout.max(1));
         config.proxy.max_requests_per_id = self.max_requests_per_id.max(1);
         config.proxy.queue_timeout = Duration::from_millis(self.queue_timeout);
+        config.proxy.max_requests_per_client = self.max_requests_per_client.max(1);
+        config.tunnel_stream_budget = self.tunnel_stream_budget.saturating_mul(1024).max(1);
     }
 }
 

@@ -236,6 +236,8 @@ settings! {
         body_idle_timeout: u64 => limits.body_idle_timeout;
         max_requests_per_id: usize => limits.max_requests_per_id;
         queue_timeout: u64 => limits.queue_timeout;
+        max_requests_per_client: usize => limits.max_requests_per_client;
+        tunnel_stream_budget: u32 => limits.tunnel_stream_budget;
         log_format: LogFormat => log.log_format;
     }
 }

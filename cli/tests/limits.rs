@@ -94,3 +94,57 @@ fn response_timeout_flag_answers_504() {
     assert!(body.contains("did not answer in time"), "{body:?}");
     assert!(took < Duration::from_secs(5), "504 after {took:?}");
 }
+
+/// `--max-requests-per-client` reaches the proxy: with 1, a second request from the
+/// same address while the first is held waits `--queue-timeout`, then gets 429; a
+/// Client from another address is not affected by it.
+#[test]
+fn max_requests_per_client_flag_answers_429_to_that_address_only() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let internal = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let server = PublicServer::start(
+        "app tok\n",
+        &[
+            "--response-timeout",
+            "4",
+            "--max-requests-per-client",
+            "1",
+            "--queue-timeout",
+            "300",
+        ],
+    );
+    let _client = server.client("app", "tok", &internal);
+    let (url, cert) = (server.url.clone(), server.cert.clone());
+    let target = format!("{url}/proxy/app/x");
+    // The first request from 127.0.0.1 is held by the silent backend (until 504).
+    let first = {
+        let (cert, target) = (cert.clone(), target.clone());
+        std::thread::spawn(move || {
+            curl(&["-s", "--cacert", &cert, "-w", "%{http_code}", &target]).1
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let (_, second, err) = curl(&["-s", "--cacert", &cert, "-w", "%{http_code}", &target]);
+    assert!(second.ends_with("429"), "{second:?} {err}");
+    assert!(second.contains("from your address"), "{second:?}");
+    // Another address gets its own allowance: its request reaches the backend (and
+    // times out there), it is not refused.
+    let (_, other, err) = curl(&[
+        "-s",
+        "--interface",
+        "127.0.0.2",
+        "--cacert",
+        &cert,
+        "-w",
+        "%{http_code}",
+        &target,
+    ]);
+    assert!(other.ends_with("504"), "{other:?} {err}");
+    assert!(first.join().unwrap().ends_with("504"));
+}
