@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use h2rev2_tokio::nat::{self, HttpProxyOptions};
 use h2rev2_tokio::proto::wire::DialerId;
-use h2rev2_tokio::{Listener, ListenerOptions, Status};
+use h2rev2_tokio::{DownReason, Listener, ListenerOptions, Status};
 use http::Uri;
 use tracing::{error, info, warn};
 
@@ -136,17 +136,9 @@ pub fn bind(plan: &ClientPlan) -> Result<Listener, CliError> {
     Listener::connect(opts).map_err(|e| CliError::usage(format!("--server: {e}")))
 }
 
-/// A refusal by the public server, parsed from the Listener's status text
-/// (`public server refused the control stream: 403 reason`).
-fn refusal(reason: &str) -> Option<(u16, &str)> {
-    let (_, rest) = reason.split_once("refused the control stream: ")?;
-    let (status, body) = rest.split_once(' ').unwrap_or((rest, ""));
-    Some((status.parse().ok()?, body.trim()))
-}
-
 /// Explains a failed attempt when the user can fix it.
-fn explain(plan_id: &DialerId, server: &str, reason: &str) {
-    match refusal(reason) {
+fn explain(plan_id: &DialerId, server: &str, reason: &DownReason) {
+    match reason.refusal() {
         Some((401, body)) => {
             error!(
                 "the public server {server} refused this client: HTTP 401 ({body}). It \
@@ -179,7 +171,7 @@ fn explain(plan_id: &DialerId, server: &str, reason: &str) {
             );
         }
         _ => {
-            if reason.contains("invalid peer certificate") {
+            if matches!(reason, DownReason::Connect(d) if d.contains("invalid peer certificate")) {
                 error!(
                     "the server's certificate is not trusted ({reason}): pass --ca FILE with \
                      the server's certificate (or the CA that signed it)"
@@ -214,6 +206,7 @@ fn watch(listener: &Listener, id: DialerId, server: String) {
 
 /// Serves `listener` until a signal (`Ok`) or until it gives up (`Err`).
 pub async fn serve(listener: Listener, service: Service) -> Result<(), CliError> {
+    let status = listener.watch_status();
     let served = async move {
         match service {
             Service::Http {
@@ -236,8 +229,10 @@ pub async fn serve(listener: Listener, service: Service) -> Result<(), CliError>
                 Ok(()) => "the reverse connection closed".to_string(),
                 Err(e) => e.to_string(),
             };
-            let code = match refusal(&why) {
-                Some((401 | 403, _)) => Code::AuthRefused,
+            let code = match &*status.borrow() {
+                Status::Closed(r) if matches!(r.refusal(), Some((401 | 403, _))) => {
+                    Code::AuthRefused
+                }
                 _ => Code::Runtime,
             };
             Err(CliError { code, message: format!("the client stopped: {why}") })
@@ -260,22 +255,4 @@ pub async fn run_plan(plan: ClientPlan) -> Result<(), CliError> {
     let listener = bind(&plan)?;
     watch(&listener, plan.id.clone(), plan.server.clone());
     serve(listener, plan.service).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals() {
-        assert_eq!(
-            refusal("public server refused the control stream: 403 credentials not valid"),
-            Some((403, "credentials not valid"))
-        );
-        assert_eq!(
-            refusal("gave up after 1 attempts: public server refused the control stream: 401 x"),
-            Some((401, "x"))
-        );
-        assert_eq!(refusal("cannot connect"), None);
-    }
 }

@@ -20,6 +20,19 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
     }
 }
 
+/// An internal server that accepts, reads and never answers; its URL.
+fn silent_backend() -> String {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let internal = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    internal
+}
+
 #[test]
 fn limit_flags_are_applied() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,15 +81,7 @@ fn limit_flags_are_applied() {
 /// Client a short 504 after about that long, not a request held forever.
 #[test]
 fn response_timeout_flag_answers_504() {
-    // An internal server that accepts, reads and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let internal = format!("http://{}", silent.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in silent.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let internal = silent_backend();
     let server = PublicServer::start("app tok\n", &["--response-timeout", "1"]);
     let _client = server.client("app", "tok", &internal);
     let (url, cert) = (&server.url, &server.cert);
@@ -100,14 +105,7 @@ fn response_timeout_flag_answers_504() {
 /// Client from another address is not affected by it.
 #[test]
 fn max_requests_per_client_flag_answers_429_to_that_address_only() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let internal = format!("http://{}", silent.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in silent.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let internal = silent_backend();
     let server = PublicServer::start(
         "app tok\n",
         &[

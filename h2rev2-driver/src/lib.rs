@@ -41,6 +41,7 @@ pub mod wake;
 pub use conn::RevConn;
 pub use connector::{ConnectError, DialConnector};
 pub use h2rev2_proto as proto;
+pub use h2rev2_proto::listener::DownReason;
 /// TLS configuration (certificates, ALPN, how a Listener trusts the server).
 pub use h2rev2_tls as tls;
 pub use identity::CertIdentity;

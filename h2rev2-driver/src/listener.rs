@@ -11,7 +11,7 @@ use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use h2rev2_proto::conn::ConnConfig;
 use h2rev2_proto::listener::{
-    Action, Event, Listener as Machine, ListenerConfig, RequestId, State,
+    Action, DownReason, Event, Listener as Machine, ListenerConfig, RequestId, State,
 };
 use h2rev2_proto::wire::{DialerId, RouteConfig};
 use http::{Request, Uri};
@@ -150,11 +150,11 @@ impl ListenerOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     /// Connecting or waiting to retry; the last error, if any.
-    Down(Option<String>),
+    Down(Option<DownReason>),
     /// The control stream is up.
     Up,
     /// Stopped for good.
-    Closed(String),
+    Closed(DownReason),
 }
 
 /// The NAT side, on any [`Rt`] and [`Connect`]: dials out to the public server,
@@ -217,7 +217,7 @@ impl Listener {
     pub async fn accept(&self) -> io::Result<RevConn> {
         self.accept.recv().await.map_err(|_| {
             let why = match &*self.status.borrow() {
-                Status::Closed(r) => r.clone(),
+                Status::Closed(r) => r.to_string(),
                 _ => "listener closed".into(),
             };
             io::Error::new(io::ErrorKind::NotConnected, why)
@@ -240,7 +240,7 @@ impl Listener {
     }
 
     /// Waits until the control stream is up (or the Listener closed: `Err`).
-    pub async fn wait_up(&self) -> Result<(), String> {
+    pub async fn wait_up(&self) -> Result<(), DownReason> {
         let mut w = self.status.clone();
         loop {
             match &*w.borrow_and_update() {
@@ -249,7 +249,7 @@ impl Listener {
                 Status::Down(_) => {}
             }
             if w.changed().await.is_err() {
-                return Err("listener task ended".into());
+                return Err(task_ended());
             }
         }
     }
@@ -263,7 +263,7 @@ impl Listener {
                 return s;
             }
             if w.changed().await.is_err() {
-                return Status::Closed("listener task ended".into());
+                return Status::Closed(task_ended());
             }
         }
     }
@@ -279,6 +279,11 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The Listener's task is gone without saying why (its runtime shut down).
+fn task_ended() -> DownReason {
+    DownReason::Lost("the Listener's task ended".into())
 }
 
 enum Internal {

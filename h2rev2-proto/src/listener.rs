@@ -39,6 +39,14 @@ pub struct ListenerConfig {
     pub stable_after: Duration,
     /// Give up after this many failed attempts in a row; `None` (default) never gives up.
     pub max_attempts: Option<u32>,
+    /// For `reconnect_window` after a session that was up goes down, the backoff
+    /// grows to at most this (default 1 s): a public server that restarts is found
+    /// again within about a second of being back, instead of after a backoff step
+    /// that grew while it was down (2 s, 4 s, ...). Later failures grow to
+    /// `backoff_max` as usual.
+    pub reconnect_max: Duration,
+    /// See `reconnect_max`. Default 30 s.
+    pub reconnect_window: Duration,
 }
 
 impl ListenerConfig {
@@ -53,6 +61,8 @@ impl ListenerConfig {
             backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),
             max_attempts: None,
+            reconnect_max: Duration::from_secs(1),
+            reconnect_window: Duration::from_secs(30),
         }
     }
 }
@@ -154,16 +164,81 @@ pub enum Action {
     /// The session is down; the next attempt starts after `retry_in`.
     Down {
         /// Why.
-        reason: String,
+        reason: DownReason,
         /// The backoff delay.
         retry_in: Duration,
     },
     /// The Listener stopped for good.
     Closed {
         /// Why.
-        reason: String,
+        reason: DownReason,
     },
 }
+
+/// Why a Listener's session is down, or why the Listener stopped: a value to match
+/// on (a refusal's status decides whether retrying can help), with a `Display` for
+/// logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// The connection to the public server could not be made (TCP, TLS, HTTP/2);
+    /// the adapter's description.
+    Connect(String),
+    /// The public server answered the control stream with `status` (not 200).
+    Refused {
+        /// The HTTP status: 401/403 (credentials), 409 (the id is taken), 429/503
+        /// (limits), ...
+        status: u16,
+        /// The answer's body, trimmed.
+        body: String,
+    },
+    /// The connection or the control stream was lost; the adapter's description.
+    Lost(String),
+    /// The control stream carried something that is not the protocol.
+    Protocol(String),
+    /// [`ListenerConfig::max_attempts`] failures in a row; the last one's reason.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last one failed.
+        last: Box<DownReason>,
+    },
+    /// The application closed the Listener.
+    ClosedByApplication,
+}
+
+impl DownReason {
+    /// The public server's refusal (status and body), if this is one (also as the
+    /// last reason of [`DownReason::GaveUp`]).
+    pub fn refusal(&self) -> Option<(u16, &str)> {
+        match self {
+            DownReason::Refused { status, body } => Some((*status, body)),
+            DownReason::GaveUp { last, .. } => last.refusal(),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::Connect(d) | DownReason::Lost(d) => f.write_str(d),
+            DownReason::Refused { status, body } => {
+                write!(
+                    f,
+                    "public server refused the control stream: {status} {body}"
+                )
+            }
+            DownReason::Protocol(d) => write!(f, "protocol error on the control stream: {d}"),
+            DownReason::GaveUp { attempts, last } => {
+                write!(f, "gave up after {attempts} attempts: {last}")
+            }
+            DownReason::ClosedByApplication => f.write_str("closed by the application"),
+        }
+    }
+}
+
+impl std::error::Error for DownReason {}
 
 /// A data stream being opened.
 #[derive(Debug)]
@@ -192,6 +267,8 @@ pub struct Listener {
     opening: Vec<Opening>,
     actions: VecDeque<Action>,
     rng: fastrand::Rng,
+    /// When the last session that was up went down.
+    lost_at: Option<Instant>,
 }
 
 impl Listener {
@@ -206,6 +283,7 @@ impl Listener {
             opening: Vec::new(),
             actions: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
+            lost_at: None,
         };
         l.actions.push_back(Action::Connect);
         l
@@ -244,7 +322,7 @@ impl Listener {
             }
             Event::ConnectFailed { reason } => {
                 if self.state == State::Connecting {
-                    self.fail(now, reason);
+                    self.fail(now, DownReason::Connect(reason));
                 }
             }
             Event::ControlAccepted => {
@@ -264,7 +342,10 @@ impl Listener {
                     });
                     self.fail(
                         now,
-                        format!("public server refused the control stream: {status} {reason}"),
+                        DownReason::Refused {
+                            status,
+                            body: reason,
+                        },
                     );
                 }
             }
@@ -279,7 +360,7 @@ impl Listener {
                     self.state,
                     State::Up { .. } | State::Opening | State::Connecting
                 ) {
-                    self.fail(now, reason);
+                    self.fail(now, DownReason::Lost(reason));
                 }
             }
             Event::DataOpened { request } => {
@@ -302,7 +383,7 @@ impl Listener {
             Event::Close => {
                 self.state = State::Closed;
                 self.actions.push_back(Action::Closed {
-                    reason: "closed by the application".into(),
+                    reason: DownReason::ClosedByApplication,
                 });
             }
         }
@@ -373,9 +454,9 @@ impl Listener {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let reason = format!("protocol error on the control stream: {e}");
+                    let reason = DownReason::Protocol(e.to_string());
                     self.actions.push_back(Action::Disconnect {
-                        reason: reason.clone(),
+                        reason: reason.to_string(),
                     });
                     self.fail(now, reason);
                     return;
@@ -386,23 +467,32 @@ impl Listener {
 
     /// The backoff delay after `attempts` failures in a row (1-based): full jitter over
     /// `[0, min(max, initial * 2^(attempts - 1))]`, so the first delay is at most
-    /// `backoff_initial`.
-    fn backoff(&mut self) -> Duration {
+    /// `backoff_initial`; `max` is `reconnect_max` for `reconnect_window` after a
+    /// session went down.
+    fn backoff(&mut self, now: Instant) -> Duration {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let cap = nanos(self.config.backoff_max);
+        let reconnecting = self
+            .lost_at
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.reconnect_window);
+        let cap = if reconnecting {
+            nanos(self.config.backoff_max.min(self.config.reconnect_max))
+        } else {
+            nanos(self.config.backoff_max)
+        };
         let base = nanos(self.config.backoff_initial);
         let step = self.attempts.saturating_sub(1).min(40);
         let exp = base.saturating_mul(1u64 << step).min(cap);
         Duration::from_nanos(self.rng.u64(0..=exp))
     }
 
-    fn fail(&mut self, now: Instant, reason: String) {
+    fn fail(&mut self, now: Instant, reason: DownReason) {
         // However the session ended (lost, or a protocol error), a stable one resets
         // the backoff.
         if let State::Up { since } = self.state {
             if now.saturating_duration_since(since) >= self.config.stable_after {
                 self.attempts = 0;
             }
+            self.lost_at = Some(now);
         }
         self.opening.clear();
         self.attempts = self.attempts.saturating_add(1);
@@ -410,12 +500,15 @@ impl Listener {
             if self.attempts >= max {
                 self.state = State::Closed;
                 self.actions.push_back(Action::Closed {
-                    reason: format!("gave up after {max} attempts: {reason}"),
+                    reason: DownReason::GaveUp {
+                        attempts: max,
+                        last: Box::new(reason),
+                    },
                 });
                 return;
             }
         }
-        let delay = self.backoff();
+        let delay = self.backoff(now);
         self.state = State::Backoff { until: now + delay };
         self.actions.push_back(Action::Down {
             reason,
@@ -541,6 +634,75 @@ mod tests {
         now += Duration::from_secs(11);
         l.handle_event(now, Event::Disconnected { reason: "x".into() });
         assert_eq!(l.attempts(), 1, "a stable session resets the backoff");
+    }
+
+    #[test]
+    fn after_a_lost_session_retries_stay_within_a_second_for_a_while() {
+        let mut now = Instant::now();
+        let cfg = ListenerConfig::new(DialerId::new("a").unwrap());
+        let mut l = Listener::new(cfg.clone(), 11);
+        let _ = drain(&mut l);
+        l.handle_event(now, Event::Connected);
+        l.handle_event(now, Event::ControlAccepted);
+        now += Duration::from_secs(3600);
+        l.handle_event(now, Event::Disconnected { reason: "x".into() });
+        let lost = now;
+        let mut delays = Vec::new();
+        loop {
+            let until = l.poll_timeout().unwrap();
+            delays.push((until - lost, until - now));
+            now = until;
+            l.handle_timeout(now);
+            let _ = drain(&mut l);
+            if now - lost > Duration::from_secs(120) {
+                break;
+            }
+            l.handle_event(
+                now,
+                Event::ConnectFailed {
+                    reason: "refused".into(),
+                },
+            );
+        }
+        let (within, after): (Vec<_>, Vec<_>) = delays
+            .iter()
+            .partition(|(at, d)| *at - *d < cfg.reconnect_window);
+        assert!(within.len() > 20, "retried often while the server restarts");
+        assert!(
+            within.iter().all(|(_, d)| *d <= cfg.reconnect_max),
+            "{within:?}"
+        );
+        assert!(
+            after.iter().any(|(_, d)| *d > Duration::from_secs(2)),
+            "the backoff grows again after the window: {after:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_typed_even_when_the_listener_gave_up() {
+        let now = Instant::now();
+        let mut cfg = ListenerConfig::new(DialerId::new("a").unwrap());
+        cfg.max_attempts = Some(1);
+        let mut l = Listener::new(cfg, 7);
+        let _ = drain(&mut l);
+        l.handle_event(now, Event::Connected);
+        l.handle_event(
+            now,
+            Event::ControlRejected {
+                status: 403,
+                reason: "credentials not valid".into(),
+            },
+        );
+        let Some(Action::Closed { reason }) = drain(&mut l).pop() else {
+            panic!("closed after one attempt")
+        };
+        assert_eq!(reason.refusal(), Some((403, "credentials not valid")));
+        assert_eq!(
+            reason.to_string(),
+            "gave up after 1 attempts: public server refused the control stream: 403 \
+             credentials not valid"
+        );
+        assert_eq!(DownReason::Lost("cut".into()).refusal(), None);
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub use h2rev2_driver::{
 };
 pub use h2rev2_proto as proto;
 pub use h2rev2_proto::dialer::{DialError, Stats};
+pub use h2rev2_proto::listener::DownReason;
 pub use h2rev2_proto::wire::DialerId;
 pub use io::{BoxTransport, Connector, Transport};
 pub use relay::relay;

@@ -533,7 +533,8 @@ fn a_silently_dead_path_is_noticed_by_ping_and_the_listener_reconnects() {
         let down = with_timeout(Duration::from_secs(5), listener.wait_down()).await;
         let took = started.elapsed();
         assert!(
-            matches!(&down, h2rev2_smol::Status::Down(Some(r)) if r.contains("PING")),
+            matches!(&down, h2rev2_smol::Status::Down(Some(h2rev2_smol::DownReason::Lost(r)))
+                if r.contains("PING")),
             "{down:?}"
         );
         assert!(took < Duration::from_secs(2), "noticed after {took:?}");

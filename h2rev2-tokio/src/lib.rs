@@ -87,4 +87,5 @@ pub use h2rev2_driver::{
 };
 pub use h2rev2_proto as proto;
 pub use h2rev2_proto::dialer::{DialError, Stats};
+pub use h2rev2_proto::listener::DownReason;
 pub use h2rev2_proto::wire::DialerId;

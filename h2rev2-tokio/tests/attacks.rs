@@ -766,6 +766,18 @@ impl std::io::Write for Capture {
 }
 
 impl Capture {
+    /// Captures this thread's INFO-level log lines while the guard lives.
+    fn install() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let logs = Capture::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -774,14 +786,7 @@ impl Capture {
 // A current-thread runtime: every task of the server runs on this thread, so the
 // thread's log subscriber sees their events.
 async fn auth_failures_are_identical_for_existing_and_unknown_ids(side: Side) {
-    let logs = Capture::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Capture::install();
 
     let certs = Certs::new();
     let mut config = config();
@@ -852,14 +857,7 @@ async fn auth_failures_are_identical_for_existing_and_unknown_ids_tokio() {
 // times a second): past 20 refusals in 10 s its answers wait 1 s, and the log has one
 // line per address and interval, not one per refusal.
 async fn refusals_retried_at_once_are_slowed_and_logged_once(side: Side) {
-    let logs = Capture::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Capture::install();
     let certs = Certs::new();
     let public = start_public_with(side, &certs, config(), None).await;
     let port = public.addr.port();
