@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
+use h2rev2_proto::caller::Admitted;
 use h2rev2_proto::dialer::DialError;
 use h2rev2_proto::wire::{DialerId, Route};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -366,12 +367,14 @@ fn dial_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a DialError> {
 /// Applies the server's [`h2rev2_proto::caller::CallerPolicy`] to a Client's request
 /// for `id`. The credential is the tunnel's, not the NATed server's: taken from
 /// `Proxy-Authorization` (never forwarded), else from `Authorization`, which is then
-/// removed. The refusal to send, if any, names no id, so known and unknown ids look
+/// removed, or the connection's verified client certificate `identities` (an
+/// `Authorization` that opened nothing is then left for the NATed server). The refusal to send, if any, names no id, so known and unknown ids look
 /// the same.
 fn refuse_caller(
     server: &Server,
     id: &DialerId,
     peer: SocketAddr,
+    identities: &[String],
     headers: &mut HeaderMap,
 ) -> Option<Response<ProxyBody>> {
     let policy = &server.config().callers;
@@ -385,9 +388,15 @@ fn refuse_caller(
         header::AUTHORIZATION
     };
     let given = headers.get(&name).and_then(|v| v.to_str().ok());
-    match policy.check(id, given) {
-        Ok(()) => {
+    match policy.check(id, given, identities) {
+        Ok(Admitted::Header) => {
             headers.remove(name);
+            None
+        }
+        Ok(Admitted::Open | Admitted::Certificate) => {
+            // The tunnel's own header is never forwarded; `Authorization` opened
+            // nothing here, so it is the NATed server's.
+            headers.remove(header::PROXY_AUTHORIZATION);
             None
         }
         Err(refusal) => {
@@ -418,6 +427,7 @@ pub(crate) async fn forward(
     path_and_query: String,
     prefix: Option<String>,
     peer: SocketAddr,
+    identities: Arc<[String]>,
     tls: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
@@ -431,7 +441,7 @@ pub(crate) async fn forward(
         }
     };
     let (mut parts, body) = req.into_parts();
-    if let Some(refused) = refuse_caller(server, &id, peer, &mut parts.headers) {
+    if let Some(refused) = refuse_caller(server, &id, peer, &identities, &mut parts.headers) {
         return refused;
     }
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -659,8 +669,13 @@ where
 }
 
 /// Serves HTTP/1.1 Clients on `io`.
-pub(crate) async fn serve_http1<IO>(server: Server, io: IO, peer: SocketAddr, tls: bool)
-where
+pub(crate) async fn serve_http1<IO>(
+    server: Server,
+    io: IO,
+    peer: SocketAddr,
+    identities: Arc<[String]>,
+    tls: bool,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut stop = server.shutdown_signal();
@@ -668,7 +683,8 @@ where
     let svc_server = server.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let server = svc_server.clone();
-        async move { Ok::<_, Infallible>(handle_http1(server, req, peer, tls).await) }
+        let identities = identities.clone();
+        async move { Ok::<_, Infallible>(handle_http1(server, req, peer, identities, tls).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(server.inner.rt.clone())
@@ -693,9 +709,10 @@ async fn handle_http1(
     server: Server,
     req: Request<Incoming>,
     peer: SocketAddr,
+    identities: Arc<[String]>,
     tls: bool,
 ) -> Response<ProxyBody> {
-    handle(server, req, peer, tls).await
+    handle(server, req, peer, identities, tls).await
 }
 
 /// Serves one Client request on the proxy routes (any body type).
@@ -703,6 +720,7 @@ async fn handle<B>(
     server: Server,
     mut req: Request<B>,
     peer: SocketAddr,
+    identities: Arc<[String]>,
     tls: bool,
 ) -> Response<ProxyBody>
 where
@@ -733,7 +751,10 @@ where
     let wants_upgrade = req.headers().contains_key(header::UPGRADE);
     let on_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let req = req.map(|b| b.map_err(Into::into).boxed());
-    forward(&server, req, id, pq, prefix, peer, tls, on_upgrade).await
+    forward(
+        &server, req, id, pq, prefix, peer, identities, tls, on_upgrade,
+    )
+    .await
 }
 
 impl Server {
@@ -747,6 +768,9 @@ impl Server {
     /// Reverse connections themselves (`B/revdial`) cannot be served this way: they
     /// need raw HTTP/2 streams, so Listeners must connect to [`Server::serve`] (or
     /// [`Server::serve_connection`]); here they get `400`.
+    ///
+    /// Caller certificate rules see no certificate here (your server did the TLS):
+    /// such Clients need a header credential.
     pub async fn handle<B>(
         &self,
         req: Request<B>,
@@ -757,7 +781,7 @@ impl Server {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        handle(self.clone(), req, peer, tls).await
+        handle(self.clone(), req, peer, Arc::from([]), tls).await
     }
 
     /// [`Server::handle`] as a hyper (and tower) service for one Client connection.
@@ -805,7 +829,7 @@ where
 
     fn call(&self, req: Request<B>) -> Self::Future {
         let (server, peer, tls) = (self.server.clone(), self.peer, self.tls);
-        Box::pin(async move { Ok(handle(server, req, peer, tls).await) })
+        Box::pin(async move { Ok(handle(server, req, peer, Arc::from([]), tls).await) })
     }
 }
 
@@ -899,6 +923,7 @@ pub(crate) async fn serve_h2_proxy(
     path_and_query: String,
     prefix: Option<String>,
     peer: SocketAddr,
+    identities: Arc<[String]>,
     tls: bool,
 ) {
     let req = req.map(|recv| {
@@ -912,7 +937,17 @@ pub(crate) async fn serve_h2_proxy(
     // A Client that resets its stream (rapid reset, CVE-2023-44487, spread out so that
     // each request is accepted first) must not leave its dial and upstream request
     // running: dropping `forward` cancels both.
-    let forwarded = forward(&server, req, id, path_and_query, prefix, peer, tls, None);
+    let forwarded = forward(
+        &server,
+        req,
+        id,
+        path_and_query,
+        prefix,
+        peer,
+        identities,
+        tls,
+        None,
+    );
     let resp = tokio::select! {
         resp = forwarded => resp,
         reason = poll_fn(|cx| respond.poll_reset(cx)) => {

@@ -456,7 +456,8 @@ impl Server {
 
     /// Serves one established connection (TLS already done, or cleartext).
     /// `h2` selects HTTP/2; otherwise HTTP/1.1. `identities` are the verified client
-    /// certificate's identities (for certificate-bound ids).
+    /// certificate's identities (for certificate-bound ids, and for the callers'
+    /// certificate rules of [`ServerConfig::callers`]).
     pub async fn serve_connection<IO>(
         &self,
         io: IO,
@@ -472,7 +473,7 @@ impl Server {
         if h2 {
             self.serve_h2(io, peer, identities, tls).await;
         } else {
-            crate::proxy::serve_http1(self.clone(), io, peer, tls).await;
+            crate::proxy::serve_http1(self.clone(), io, peer, identities.into(), tls).await;
         }
         m.connections.fetch_sub(1, Relaxed);
     }
@@ -490,6 +491,8 @@ impl Server {
             None => return debug!(%peer, "HTTP/2 handshake timed out"),
         };
         let conn_id = ConnId(self.next_id());
+        // Shared by every request of the connection (caller certificate rules).
+        let identities: Arc<[String]> = identities.into();
         let mut dead = std::pin::pin!(crate::keepalive::dead(conn.ping_pong(), cfg.h2, rt.clone()));
         let mut stop = self.shutdown_signal();
         let mut draining = false;
@@ -579,7 +582,7 @@ impl Server {
         &self,
         conn: ConnId,
         peer: SocketAddr,
-        identities: &[String],
+        identities: &Arc<[String]>,
         req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
         tls: bool,
@@ -621,6 +624,7 @@ impl Server {
                     path_and_query,
                     Some(prefix),
                     peer,
+                    identities.clone(),
                     tls,
                 ));
             }
@@ -634,6 +638,7 @@ impl Server {
                     path_and_query,
                     None,
                     peer,
+                    identities.clone(),
                     tls,
                 ));
             }
@@ -686,7 +691,8 @@ pub struct Accepted {
     /// HTTP/2 (ALPN `h2`, or the cleartext preface); otherwise HTTP/1.1.
     pub h2: bool,
     /// The verified client certificate's identities
-    /// ([`crate::identity::peer_identities`]), for ids bound to certificates.
+    /// ([`crate::identity::peer_identities`]), for ids bound to certificates and for
+    /// caller certificate rules.
     pub identities: Vec<String>,
     /// Whether it came over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,

@@ -7,21 +7,29 @@
 //! a refusal for an unknown id is the same as for a known one.
 //!
 //! Credentials are HTTP bearer tokens (`Authorization: Bearer …`) and HTTP basic
-//! (`Authorization: Basic …`), compared in constant time.
+//! (`Authorization: Basic …`), compared in constant time, and verified TLS client
+//! certificates: the caller of [`CallerPolicy::check`] passes the identities (SAN DNS
+//! names or CN) of the certificate the Client's connection presented, which the TLS
+//! layer has already verified against the operator's CA. This crate does no TLS.
 //!
 //! ```
-//! use h2rev2_proto::caller::{CallerPolicy, CallerRefusal};
+//! use h2rev2_proto::caller::{Admitted, CallerPolicy, CallerRefusal};
 //! use h2rev2_proto::wire::DialerId;
 //! let web = DialerId::new("web").unwrap();
 //! let db = DialerId::new("db").unwrap();
+//! let no_cert: &[String] = &[];
+//! let alice = ["alice".to_string()];
 //! let mut p = CallerPolicy::default();
-//! assert!(p.check(&db, None).is_ok(), "no rule: open");
+//! assert_eq!(p.check(&db, None, no_cert), Ok(Admitted::Open), "no rule: open");
 //! p.allow_bearer(Some(web.clone()), "s3cret");
 //! p.allow_basic(None, "ops", "hunter2");
-//! assert_eq!(p.check(&web, None), Err(CallerRefusal::Missing));
-//! assert!(p.check(&web, Some("Bearer s3cret")).is_ok());
-//! assert_eq!(p.check(&db, Some("Bearer s3cret")), Err(CallerRefusal::Denied));
-//! assert!(p.check(&db, Some("Basic b3BzOmh1bnRlcjI=")).is_ok(), "ops:hunter2, any id");
+//! p.allow_certificate(Some(web.clone()), "alice");
+//! assert_eq!(p.check(&web, None, no_cert), Err(CallerRefusal::Missing));
+//! assert_eq!(p.check(&web, Some("Bearer s3cret"), no_cert), Ok(Admitted::Header));
+//! assert_eq!(p.check(&db, Some("Bearer s3cret"), no_cert), Err(CallerRefusal::Denied));
+//! assert!(p.check(&db, Some("Basic b3BzOmh1bnRlcjI="), no_cert).is_ok(), "ops:hunter2, any id");
+//! assert_eq!(p.check(&web, None, &alice), Ok(Admitted::Certificate));
+//! assert_eq!(p.check(&db, None, &alice), Err(CallerRefusal::Denied));
 //! ```
 
 use std::collections::HashMap;
@@ -60,6 +68,19 @@ impl fmt::Display for CallerRefusal {
     }
 }
 
+/// Which credential let a Client in ([`CallerPolicy::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// No rule exists: every Client may use every id.
+    Open,
+    /// The `Authorization` value (a bearer token or basic credentials): it was meant
+    /// for the tunnel, so it should not be forwarded.
+    Header,
+    /// A client certificate identity. An `Authorization` value the Client also sent
+    /// opened nothing here and may be meant for the NATed server.
+    Certificate,
+}
+
 /// The access rules for Clients. See the module documentation.
 #[derive(Clone, Default)]
 pub struct CallerPolicy {
@@ -74,6 +95,8 @@ enum Secret {
     Bearer(Vec<u8>),
     /// `user:password`.
     Basic(Vec<u8>),
+    /// A verified client certificate identity (SAN DNS name or CN).
+    Certificate(String),
 }
 
 impl fmt::Debug for CallerPolicy {
@@ -109,41 +132,79 @@ impl CallerPolicy {
         self.add(id, Secret::Basic(format!("{user}:{password}").into_bytes()))
     }
 
-    /// Checks the `Authorization` (or `Proxy-Authorization`) value a Client sent for
-    /// `id`.
-    pub fn check(&self, id: &DialerId, authorization: Option<&str>) -> Result<(), CallerRefusal> {
+    /// Admits a Client whose verified TLS client certificate has the identity
+    /// `identity` (a SAN DNS name or the CN, whichever the server extracts) for `id`
+    /// (`None`: every id). The certificate must have been verified against a CA the
+    /// operator trusts before its identities reach [`CallerPolicy::check`].
+    pub fn allow_certificate(&mut self, id: Option<DialerId>, identity: &str) -> &mut Self {
+        self.add(id, Secret::Certificate(identity.to_string()))
+    }
+
+    /// Checks a Client's request for `id`: the `Authorization` (or
+    /// `Proxy-Authorization`) value it sent, and `cert_identities`, the identities of
+    /// the verified client certificate of its connection (empty without one).
+    ///
+    /// A valid header credential is preferred (then [`Admitted::Header`]), else a
+    /// certificate identity that opens `id`. Refusals: [`CallerRefusal::Missing`] when
+    /// the Client gave neither a header credential nor a certificate,
+    /// [`CallerRefusal::Denied`] when what it gave does not open `id`; the same for
+    /// known and unknown ids.
+    pub fn check(
+        &self,
+        id: &DialerId,
+        authorization: Option<&str>,
+        cert_identities: &[String],
+    ) -> Result<Admitted, CallerRefusal> {
         if !self.is_enforced() {
-            return Ok(());
+            return Ok(Admitted::Open);
         }
-        let Some((scheme, value)) = authorization.and_then(|a| a.trim().split_once(' ')) else {
-            return Err(CallerRefusal::Missing);
-        };
-        let value = value.trim();
-        let given = if scheme.eq_ignore_ascii_case("bearer") {
-            Given::Bearer(value.as_bytes().to_vec())
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            match base64::engine::general_purpose::STANDARD.decode(value) {
-                Ok(v) => Given::Basic(v),
-                Err(_) => return Err(CallerRefusal::Denied),
-            }
-        } else {
-            return Err(CallerRefusal::Missing);
-        };
-        let mut ok = subtle::Choice::from(0u8);
         let own = self.per_id.get(id).map(Vec::as_slice).unwrap_or_default();
-        for secret in self.any.iter().chain(own) {
-            ok |= match (secret, &given) {
-                (Secret::Bearer(s), Given::Bearer(g)) | (Secret::Basic(s), Given::Basic(g)) => {
-                    s.as_slice().ct_eq(g.as_slice())
-                }
-                _ => subtle::Choice::from(0u8),
-            };
+        let rules = || self.any.iter().chain(own);
+        let given = parse_authorization(authorization);
+        if let Some(Some(given)) = &given {
+            let mut ok = subtle::Choice::from(0u8);
+            for secret in rules() {
+                ok |= match (secret, given) {
+                    (Secret::Bearer(s), Given::Bearer(g)) | (Secret::Basic(s), Given::Basic(g)) => {
+                        s.as_slice().ct_eq(g.as_slice())
+                    }
+                    _ => subtle::Choice::from(0u8),
+                };
+            }
+            if bool::from(ok) {
+                return Ok(Admitted::Header);
+            }
         }
-        if bool::from(ok) {
-            Ok(())
-        } else {
+        // Certificate identities are not secrets: a plain comparison will do.
+        let by_cert = rules().any(|secret| match secret {
+            Secret::Certificate(name) => cert_identities.iter().any(|c| c == name),
+            _ => false,
+        });
+        if by_cert {
+            Ok(Admitted::Certificate)
+        } else if given.is_some() || !cert_identities.is_empty() {
             Err(CallerRefusal::Denied)
+        } else {
+            Err(CallerRefusal::Missing)
         }
+    }
+}
+
+/// `None`: no credential in a scheme we know; `Some(None)`: a malformed one.
+fn parse_authorization(authorization: Option<&str>) -> Option<Option<Given>> {
+    let (scheme, value) = authorization?.trim().split_once(' ')?;
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(Some(Given::Bearer(value.as_bytes().to_vec())))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()
+                .map(Given::Basic),
+        )
+    } else {
+        None
     }
 }
 
@@ -160,36 +221,118 @@ mod tests {
         DialerId::new(s).unwrap()
     }
 
+    const NO_CERT: &[String] = &[];
+
+    fn certs(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn known_and_unknown_ids_are_refused_alike() {
         let mut p = CallerPolicy::default();
         p.allow_bearer(Some(id("web")), "t");
         for who in ["web", "ghost"] {
-            assert_eq!(p.check(&id(who), None), Err(CallerRefusal::Missing));
             assert_eq!(
-                p.check(&id(who), Some("Bearer wrong")),
-                Err(CallerRefusal::Denied)
-            );
-            assert_eq!(
-                p.check(&id(who), Some("Digest x")),
+                p.check(&id(who), None, NO_CERT),
                 Err(CallerRefusal::Missing)
             );
             assert_eq!(
-                p.check(&id(who), Some("Basic !!!")),
+                p.check(&id(who), Some("Bearer wrong"), NO_CERT),
+                Err(CallerRefusal::Denied)
+            );
+            assert_eq!(
+                p.check(&id(who), Some("Digest x"), NO_CERT),
+                Err(CallerRefusal::Missing)
+            );
+            assert_eq!(
+                p.check(&id(who), Some("Basic !!!"), NO_CERT),
                 Err(CallerRefusal::Denied)
             );
         }
-        assert!(p.check(&id("web"), Some("bearer t")).is_ok());
+        assert!(p.check(&id("web"), Some("bearer t"), NO_CERT).is_ok());
         assert_eq!(
-            p.check(&id("ghost"), Some("Bearer t")),
+            p.check(&id("ghost"), Some("Bearer t"), NO_CERT),
             Err(CallerRefusal::Denied)
         );
         // A bearer token is not a basic password and back.
         p.allow_basic(None, "u", "t");
         assert_eq!(
-            p.check(&id("ghost"), Some("Bearer t")),
+            p.check(&id("ghost"), Some("Bearer t"), NO_CERT),
             Err(CallerRefusal::Denied)
         );
-        assert!(p.check(&id("ghost"), Some("Basic dTp0")).is_ok());
+        assert!(p.check(&id("ghost"), Some("Basic dTp0"), NO_CERT).is_ok());
+    }
+
+    #[test]
+    fn certificate_identities_open_their_ids() {
+        let mut p = CallerPolicy::default();
+        assert_eq!(
+            p.check(&id("db"), None, &certs(&["alice"])),
+            Ok(Admitted::Open)
+        );
+        p.allow_certificate(Some(id("web")), "alice");
+        p.allow_certificate(None, "ops");
+        assert!(p.is_enforced(), "a certificate rule alone enforces");
+        let alice = certs(&["alice"]);
+        assert_eq!(p.check(&id("web"), None, &alice), Ok(Admitted::Certificate));
+        // Any of the certificate's names may match.
+        assert_eq!(
+            p.check(&id("web"), None, &certs(&["x.example", "alice"])),
+            Ok(Admitted::Certificate)
+        );
+        for who in ["db", "ghost"] {
+            assert_eq!(p.check(&id(who), None, &alice), Err(CallerRefusal::Denied));
+            assert_eq!(
+                p.check(&id(who), None, NO_CERT),
+                Err(CallerRefusal::Missing)
+            );
+            assert_eq!(
+                p.check(&id(who), None, &certs(&["ops"])),
+                Ok(Admitted::Certificate)
+            );
+        }
+        // Names are compared exactly.
+        assert_eq!(
+            p.check(&id("web"), None, &certs(&["Alice", "alice.", "alic"])),
+            Err(CallerRefusal::Denied)
+        );
+        // A certificate name is not a bearer token.
+        assert_eq!(
+            p.check(&id("web"), Some("Bearer alice"), NO_CERT),
+            Err(CallerRefusal::Denied)
+        );
+    }
+
+    #[test]
+    fn certificates_and_headers_side_by_side() {
+        let mut p = CallerPolicy::default();
+        p.allow_certificate(Some(id("web")), "alice");
+        p.allow_bearer(Some(id("db")), "t");
+        let alice = certs(&["alice"]);
+        assert_eq!(
+            p.check(&id("db"), Some("Bearer t"), NO_CERT),
+            Ok(Admitted::Header)
+        );
+        assert_eq!(
+            p.check(&id("db"), Some("Bearer t"), &alice),
+            Ok(Admitted::Header)
+        );
+        // The certificate opens web; the header is then someone else's business.
+        assert_eq!(
+            p.check(&id("web"), Some("Bearer for-the-app"), &alice),
+            Ok(Admitted::Certificate)
+        );
+        assert_eq!(
+            p.check(&id("web"), Some("Bearer t"), NO_CERT),
+            Err(CallerRefusal::Denied)
+        );
+        assert_eq!(
+            p.check(&id("db"), Some("Bearer wrong"), &alice),
+            Err(CallerRefusal::Denied)
+        );
+        assert_eq!(
+            p.check(&id("db"), Some("Digest x"), NO_CERT),
+            Err(CallerRefusal::Missing)
+        );
     }
 }
