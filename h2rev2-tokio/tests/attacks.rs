@@ -382,54 +382,6 @@ mod raw {
 // Mutual TLS: ids bound to the client certificate
 // ---------------------------------------------------------------------------------
 
-/// A test CA that signs client certificates.
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    cert: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            issuer: rcgen::Issuer::new(params, key),
-            cert: cert.der().clone(),
-        }
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.clone()).unwrap();
-        roots
-    }
-
-    /// A client certificate with these DNS SANs and this CN.
-    fn client(&self, sans: &[&str], cn: &str) -> Identity {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(sans).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Identity {
-            certs: vec![cert.der().clone()],
-            key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        }
-    }
-}
-
 /// A public server whose TLS asks for client certificates signed by `ca`, with ids bound
 /// to certificates by `which`; `app` also has a token.
 async fn start_mtls(side: Side, certs: &Certs, ca: &Ca, which: CertIdentity) -> Public {

@@ -53,6 +53,54 @@ impl Certs {
     }
 }
 
+/// A test CA that signs client certificates.
+pub struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    cert: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            issuer: rcgen::Issuer::new(params, key),
+            cert: cert.der().clone(),
+        }
+    }
+
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).unwrap();
+        roots
+    }
+
+    /// A client certificate with these DNS SANs and this CN.
+    pub fn client(&self, sans: &[&str], cn: &str) -> Identity {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Identity {
+            certs: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        }
+    }
+}
+
 /// The runtime binding serving the public side of a test: the same scenario runs on
 /// both (`both!` in the test files instantiates it for each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -724,8 +772,18 @@ pub async fn stack_on(
     config: ServerConfig,
     tweak: impl FnOnce(&mut ListenerOptions),
 ) -> Stack {
+    stack_on_with(side, config, None, tweak).await
+}
+
+/// [`stack_on`] with a public server asking for client certificates of `client_roots`.
+pub async fn stack_on_with(
+    side: Side,
+    config: ServerConfig,
+    client_roots: Option<rustls::RootCertStore>,
+    tweak: impl FnOnce(&mut ListenerOptions),
+) -> Stack {
     let certs = Certs::new();
-    let public = start_public_with(side, &certs, config, None).await;
+    let public = start_public_with(side, &certs, config, client_roots).await;
     let internal = start_internal().await;
     let mut opts = listener_opts(&public, &certs, "app", Some("tok"));
     tweak(&mut opts);
