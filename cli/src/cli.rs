@@ -178,6 +178,17 @@ pub struct ServerArgs {
     /// `curl -u USER:PASSWORD` and browsers.
     #[arg(long, value_name = "FILE")]
     pub caller_users: Option<PathBuf>,
+    /// The same with TLS client certificates: `ID IDENTITY` lines (`*`: every id),
+    /// where IDENTITY is a DNS name in the certificate's subject alternative names.
+    /// Needs --client-ca, the CA the certificates must be signed by; for
+    /// `curl --cert FILE --key FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub caller_certs: Option<PathBuf>,
+    /// PEM CA certificate(s) for client certificates: the server then asks every
+    /// connection for one (optional: Clients and Listeners without one still connect)
+    /// and refuses, at the TLS handshake, a certificate not signed by this CA.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Accept clients that send no token (unsafe on the internet: whoever knows an id
     /// can register it). A live session is never replaced by an anonymous newcomer.
     #[arg(long)]

@@ -214,6 +214,8 @@ settings! {
         tokens_env: Option<String> => tokens_env;
         caller_tokens: Option<PathBuf> => caller_tokens;
         caller_users: Option<PathBuf> => caller_users;
+        caller_certs: Option<PathBuf> => caller_certs;
+        client_ca: Option<PathBuf> => client_ca;
         allow_anonymous: bool => allow_anonymous;
         anonymous_id: Vec<String> => anonymous_ids;
         default_id: Option<String> => default_id;

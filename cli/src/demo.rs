@@ -88,6 +88,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let running = server::start(ServerPlan {
         listen: format!("127.0.0.1:{}", args.port),
         identity: cert.identity.clone(),
+        client_roots: None,
         // Written below, without the server's report: the demo prints its own.
         self_signed: None,
         config,

@@ -60,6 +60,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
         let plan = ServerPlan {
             listen: format!("{host}:{}", args.port),
             identity,
+            client_roots: None,
             self_signed: None,
             config,
             tcp: Vec::new(),

@@ -22,6 +22,8 @@ pub struct ServerPlan {
     pub listen: String,
     /// Its certificate.
     pub identity: Identity,
+    /// CA roots for client certificates (`--client-ca`): requested, not required.
+    pub client_roots: Option<rustls::RootCertStore>,
     /// With `--self-signed`: the files to write (and report) once every port is bound.
     pub self_signed: Option<certs::SelfSigned>,
     /// Routes, auth, timeouts.
@@ -44,6 +46,20 @@ pub struct Running {
 /// Parses a dialer id given on the command line.
 pub fn parse_id(flag: &str, s: &str) -> Result<DialerId, CliError> {
     DialerId::new(s).map_err(|e| CliError::usage(format!("{flag} {s:?}: {e}")))
+}
+
+/// The roots of `--client-ca FILE`.
+fn client_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, CliError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certs(path).map_err(|e| CliError::config(format!("--client-ca: {e}")))? {
+        roots.add(cert).map_err(|e| {
+            CliError::config(format!(
+                "--client-ca {}: not a usable CA certificate: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(roots)
 }
 
 /// Builds the plan of `h2rev2 server`.
@@ -89,6 +105,18 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
             config.callers.allow_basic(scope(&id), user, password);
         }
     }
+    if let Some(path) = &args.caller_certs {
+        if args.client_ca.is_none() {
+            return Err(CliError::usage(
+                "--caller-certs needs --client-ca FILE: the CA (PEM) that signs the \
+                 callers' client certificates, against which the server verifies them",
+            ));
+        }
+        for (id, identity) in tokens::from_file(path)? {
+            config.callers.allow_certificate(scope(&id), &identity);
+        }
+    }
+    let client_roots = args.client_ca.as_deref().map(client_roots).transpose()?;
     if args.allow_anonymous {
         if args.anonymous_ids.is_empty() {
             config.dialer.auth.allow_anonymous();
@@ -147,6 +175,7 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
     Ok(ServerPlan {
         listen: args.listen.clone(),
         identity,
+        client_roots,
         self_signed,
         config,
         tcp,
@@ -180,8 +209,8 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
     for (a, id) in plan.tcp {
         forwards.push((bind(&format!("TCP forwarding to {id}"), &a).await?, id));
     }
-    let tls =
-        tls::server_config(plan.identity, None).map_err(|e| CliError::config(e.to_string()))?;
+    let tls = tls::server_config(plan.identity, plan.client_roots)
+        .map_err(|e| CliError::config(e.to_string()))?;
     let server = Server::new(plan.config);
     if let Some(m) = plan.metrics {
         crate::metrics_http::start(m, server.metrics().clone()).await?;
