@@ -859,7 +859,7 @@ struct Driver {
     metrics: Arc<Metrics>,
     conn_config: ConnConfig,
     /// Per-address counts of refused revdial requests: what to log, when to answer.
-    refusals: RefusalThrottle,
+    refusals: RefusalThrottle<IpAddr>,
 }
 
 impl Driver {

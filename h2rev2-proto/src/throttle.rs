@@ -3,17 +3,18 @@
 //! A Listener refused (a wrong token, a taken id, a limit) may retry with no backoff at
 //! all: the 2022 Go Listener retries a non-200 answer at once, thousands of times a
 //! second. Logging each refusal floods the log, and answering each at once lets the
-//! loop spin. [`RefusalThrottle`] counts refusals per peer address in fixed intervals:
+//! loop spin. [`RefusalThrottle`] counts refusals per peer (the caller's key, e.g. its
+//! IP address) in fixed intervals:
 //! the first refusal of an interval is logged (with how many were not, since the last
 //! line), and once an address has been refused more than
 //! [`ThrottleConfig::answer_at_once`] times in an interval, its further refusals are
 //! answered only after [`ThrottleConfig::delay`], so a client waiting for the answer
 //! retries at most about once per delay per stream.
 //!
-//! Sans-IO: the caller passes the time and carries out the delay.
+//! Sans-IO: the caller passes the time and the peer's key, and carries out the delay.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// Settings of a [`RefusalThrottle`].
@@ -57,14 +58,15 @@ struct Entry {
     unlogged: u64,
 }
 
-/// Counts refusals per address; see the module documentation.
+/// Counts refusals per peer key `K` (the driver uses the IP address); see the module
+/// documentation.
 #[derive(Debug, Clone)]
-pub struct RefusalThrottle {
+pub struct RefusalThrottle<K> {
     config: ThrottleConfig,
-    by_addr: HashMap<IpAddr, Entry>,
+    by_addr: HashMap<K, Entry>,
 }
 
-impl RefusalThrottle {
+impl<K: Hash + Eq> RefusalThrottle<K> {
     /// A throttle with `config`.
     pub fn new(config: ThrottleConfig) -> Self {
         RefusalThrottle {
@@ -74,7 +76,7 @@ impl RefusalThrottle {
     }
 
     /// `addr` was refused at `now`: whether to log it and when to answer.
-    pub fn handle_refusal(&mut self, now: Instant, addr: IpAddr) -> Refusal {
+    pub fn handle_refusal(&mut self, now: Instant, addr: K) -> Refusal {
         if self.by_addr.len() >= self.config.max_addresses && !self.by_addr.contains_key(&addr) {
             let interval = self.config.interval;
             self.by_addr
@@ -118,8 +120,8 @@ impl RefusalThrottle {
 mod tests {
     use super::*;
 
-    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
-    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+    const A: u32 = 1;
+    const B: u32 = 2;
 
     #[test]
     fn the_first_refusal_of_an_interval_is_logged_with_the_count_before_it() {
@@ -162,7 +164,7 @@ mod tests {
         let mut t = RefusalThrottle::new(cfg);
         let t0 = Instant::now();
         for i in 0..100u32 {
-            t.handle_refusal(t0, IpAddr::from(i.to_be_bytes()));
+            t.handle_refusal(t0, i);
             assert!(t.tracked() <= 8);
         }
     }
