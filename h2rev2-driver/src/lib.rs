@@ -35,6 +35,7 @@ mod relay;
 pub mod runtime;
 mod server;
 pub mod settings;
+pub mod stack;
 mod tunnel;
 pub mod wake;
 
@@ -54,5 +55,8 @@ pub use proxy::{
 };
 pub use relay::relay;
 pub use runtime::{Rt, Runtime, Task, Timer};
+/// The rustls crate the drivers are built with (its config types are in their API).
+pub use rustls;
 pub use server::{Accepted, Server, ServerConfig, TlsPeer};
 pub use settings::H2Settings;
+pub use stack::{Connector, Stack};

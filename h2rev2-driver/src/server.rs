@@ -173,6 +173,9 @@ pub(crate) struct Inner {
     /// The proxy's pooled clients, one per id; emptied (their idle conns dropped) and
     /// closed at shutdown.
     pub(crate) clients: Mutex<crate::proxy::ProxyClients>,
+    /// Accept loops of the bindings still running (their sockets still bound):
+    /// [`Server::shutdown`] returns after they ended, so the port can be bound again.
+    pub(crate) accept_loops: std::sync::atomic::AtomicUsize,
 }
 
 /// The public server (the Go package's `ReversePool`), on any [`Rt`]. Cheap to clone:
@@ -226,6 +229,7 @@ impl Server {
             per_ip: Mutex::new(HashMap::new()),
             shutdown,
             clients: Mutex::new(Default::default()),
+            accept_loops: Default::default(),
         });
         let driver = Driver {
             dialer,
@@ -342,7 +346,8 @@ impl Server {
     /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY, HTTP/1.1
     /// `Connection: close` after the current response), ends every Listener's session
     /// (their conns in flight go on), drops the proxy's idle pooled conns, and returns
-    /// when every connection is done. Connections still open at the deadline are cut,
+    /// when every connection is done and the bindings' accept loops have closed their
+    /// sockets (the port can be bound again). Connections still open at the deadline are cut,
     /// even if this future was dropped before; it waits at most a second more for the
     /// cut ones to end, so that [`Server::connections`] is 0 when it returns.
     pub async fn shutdown(&self, deadline: Duration) {
@@ -361,7 +366,11 @@ impl Server {
         // Until the deadline connections finish by themselves; at the deadline they are
         // cut, which takes their tasks a moment more.
         let cut_by = until + Duration::from_secs(1);
-        while self.inner.metrics.connections.load(Relaxed) > 0 && self.inner.rt.now() < cut_by {
+        let busy = || {
+            self.inner.metrics.connections.load(Relaxed) > 0
+                || self.inner.accept_loops.load(Relaxed) > 0
+        };
+        while busy() && self.inner.rt.now() < cut_by {
             let step = if self.inner.rt.now() < until { 20 } else { 2 };
             self.inner.rt.sleep(Duration::from_millis(step)).await;
         }

@@ -153,7 +153,7 @@ mod relay;
 mod spawn;
 pub mod tls;
 
-pub use binding::{Listener, Server};
+pub use binding::{Connector, Listener, Server};
 pub use h2rev2_driver as driver;
 pub use h2rev2_driver::{
     BoxError, CertIdentity, ConnectError, DialConnector, H2Settings, ListenerOptions, Metrics,
@@ -163,6 +163,6 @@ pub use h2rev2_proto as proto;
 pub use h2rev2_proto::dialer::{DialError, Stats};
 pub use h2rev2_proto::listener::DownReason;
 pub use h2rev2_proto::wire::DialerId;
-pub use io::{BoxTransport, Connector, Transport};
+pub use io::{BoxTransport, Transport};
 pub use relay::relay;
 pub use spawn::{Spawner, Task};

@@ -144,18 +144,11 @@ fn tokio_listener_against_smol_server_survives_its_restart() {
         let mut config = h2rev2_smol::ServerConfig::default();
         config.dialer.auth.add_token(id(ID), TOKEN);
         let spawner = probe.spawner(|t| smol::spawn(t).detach());
-        let server = h2rev2_smol::Server::with_spawner(config, spawner);
-        // On a restart the old accept loop lets go of the port a moment after its
-        // `shutdown` returned: retry the bind briefly.
-        let tcp = (0..100)
-            .find_map(|_| {
-                let r = smol::block_on(smol::net::TcpListener::bind(("127.0.0.1", port)));
-                if r.is_err() {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                r.ok()
-            })
-            .expect("the old server still holds the port after 2 s");
+        let server = h2rev2_smol::Server::with_runtime(config, spawner);
+        // On a restart `shutdown` returned only after the old accept loop closed its
+        // socket: the port is free.
+        let tcp = smol::block_on(smol::net::TcpListener::bind(("127.0.0.1", port)))
+            .expect("the port is free once shutdown returned");
         let port = tcp.local_addr().unwrap().port();
         smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
         (server, port)

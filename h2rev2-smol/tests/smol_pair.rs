@@ -30,7 +30,7 @@ async fn setup(probe: &Arc<RuntimeProbe>, certs: &Certs) -> Setup {
 async fn setup_with_spares(probe: &Arc<RuntimeProbe>, certs: &Certs, spares: usize) -> Setup {
     let mut config = ServerConfig::default();
     config.dialer.auth.add_token(id("box"), "tok");
-    let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
+    let server = Server::with_runtime(config, probe.spawner(|t| smol::spawn(t).detach()));
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
@@ -176,7 +176,7 @@ fn http1_clients_of_an_unknown_id_get_a_502_at_once() {
         let config = ServerConfig {
             ..ServerConfig::default()
         };
-        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
+        let server = Server::with_runtime(config, probe.spawner(|t| smol::spawn(t).detach()));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         smol::spawn(server.clone().serve_cleartext(tcp)).detach();
@@ -286,21 +286,11 @@ fn listener_reconnects_after_the_server_restarts_on_the_same_port() {
         // A new server on the same port: the Listener finds it with its backoff.
         let mut config = ServerConfig::default();
         config.dialer.auth.add_token(id("box"), "tok");
-        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
-        // The old accept loop lets go of the port as it sees the shutdown, a moment
-        // after `shutdown` returns: retry the bind briefly.
-        let mut tries = 0;
-        let tcp = loop {
-            match TcpListener::bind(("127.0.0.1", s.port)).await {
-                Ok(l) => break l,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    let _ = e;
-                    smol::Timer::after(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("the old server still holds the port after 2 s: {e}"),
-            }
-        };
+        let server = Server::with_runtime(config, probe.spawner(|t| smol::spawn(t).detach()));
+        // `shutdown` returned only after the old accept loop closed its socket.
+        let tcp = TcpListener::bind(("127.0.0.1", s.port))
+            .await
+            .expect("the port is free once shutdown returned");
         smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
         eventually(Duration::from_secs(15), async || {
             server.stats().await.sessions == 1
@@ -505,7 +495,7 @@ fn a_silently_dead_path_is_noticed_by_ping_and_the_listener_reconnects() {
         let mut config = ServerConfig::default();
         config.dialer.auth.add_token(id("box"), "tok");
         config.h2 = h2;
-        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
+        let server = Server::with_runtime(config, probe.spawner(|t| smol::spawn(t).detach()));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = tcp.local_addr().unwrap();
         smol::spawn(probe.wrap(server.clone().serve(tcp, certs.server_tls()))).detach();
@@ -607,7 +597,7 @@ fn http2_connection_without_a_request_is_closed() {
             handshake_timeout: Duration::from_millis(300),
             ..ServerConfig::default()
         };
-        let server = Server::with_spawner(config, probe.spawner(|t| smol::spawn(t).detach()));
+        let server = Server::with_runtime(config, probe.spawner(|t| smol::spawn(t).detach()));
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         smol::spawn(server.clone().serve_cleartext(tcp)).detach();
