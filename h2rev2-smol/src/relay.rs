@@ -3,7 +3,8 @@
 use std::io;
 
 use futures_io::{AsyncRead, AsyncWrite};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::io::H2Io;
 
 /// Copies both ways until both sides ended; the end of one side's bytes becomes a
 /// `close` of the other's write side: END_STREAM on a [`crate::RevConn`], FIN on
@@ -33,28 +34,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (a_read, a_write) = smol::io::split(a);
-    let (b_read, b_write) = smol::io::split(b);
-    let (ab, ba) = smol::future::zip(copy(a_read, b_write), copy(b_read, a_write)).await;
-    Ok((ab?, ba?))
-}
-
-async fn copy(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-) -> io::Result<u64> {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut total = 0;
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        to.write_all(&buf[..n]).await?;
-        // Relay promptly: the other side may wait for these bytes to answer.
-        to.flush().await?;
-        total += n as u64;
-    }
-    to.close().await?;
-    Ok(total)
+    // The driver's relay, through the same futures-io bridge h2 runs over: its
+    // shutdowns are futures-io `close`s.
+    h2rev2_driver::relay(&mut H2Io::new(a, false), &mut H2Io::new(b, false)).await
 }
