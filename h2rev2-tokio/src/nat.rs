@@ -2,18 +2,23 @@
 //! HTTP(S) URL (the original CLI's `-proxy-host`) and a raw TCP relay.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tower_service::Service as _;
 use tracing::{debug, info};
 
 use crate::Listener;
@@ -45,10 +50,17 @@ impl HttpProxyOptions {
     }
 }
 
-type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+type UpstreamIo = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+type UpstreamConn = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Serves every conn accepted by `listener` as HTTP/1.1, forwarding each request to the
 /// internal server. Returns when the Listener closes.
+///
+/// Each reverse conn gets its own HTTP/1.1 connection to the internal server, opened
+/// on its first request and polled in the conn's own task: requests on a reverse conn
+/// come one at a time, so no pool is needed, no request crosses to another task, and
+/// the internal connection closes with the reverse conn (nothing kept afterwards).
 pub async fn serve_http_proxy(listener: Listener, opts: HttpProxyOptions) -> io::Result<()> {
     let scheme = opts.target.scheme_str().unwrap_or("");
     if scheme != "http" && scheme != "https" || opts.target.authority().is_none() {
@@ -76,35 +88,129 @@ pub async fn serve_http_proxy(listener: Listener, opts: HttpProxyOptions) -> io:
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let https: Https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let client: Upstream = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(https);
     info!(target = %opts.target, "Reversing proxy to {}", opts.target);
     let opts = Arc::new(opts);
     loop {
         let conn = listener.accept().await?;
-        let client = client.clone();
+        tokio::spawn(serve_conn(conn, https.clone(), opts.clone()));
+    }
+}
+
+/// One reverse conn: the HTTP/1.1 server on it and its internal connections, in one
+/// task.
+async fn serve_conn(conn: crate::RevConn, https: Https, opts: Arc<HttpProxyOptions>) {
+    let (conns_tx, mut conns_rx) = mpsc::unbounded_channel::<UpstreamConn>();
+    let slot = Arc::new(Mutex::new(None::<SendRequest<ProxyBody>>));
+    let service = hyper::service::service_fn(move |req| {
+        let upstream = Upstream {
+            https: https.clone(),
+            slot: slot.clone(),
+            conns: conns_tx.clone(),
+        };
         let opts = opts.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let client = client.clone();
-                let opts = opts.clone();
-                async move { Ok::<_, Infallible>(forward(&client, &opts, req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(conn), service)
-                .with_upgrades()
-                .await
-            {
-                debug!(error = %e, "reverse conn ended");
+        async move { Ok::<_, Infallible>(forward(&upstream, &opts, req).await) }
+    });
+    let server = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(conn), service)
+        .with_upgrades();
+    let mut server = Box::pin(server);
+    let mut upstreams = FuturesUnordered::new();
+    let served = loop {
+        tokio::select! {
+            r = &mut server => break r,
+            Some(c) = conns_rx.recv() => upstreams.push(c),
+            Some(()) = upstreams.next(), if !upstreams.is_empty() => {}
+        }
+    };
+    if let Err(e) = served {
+        debug!(error = %e, "reverse conn ended");
+    }
+    // The server (and with it the service's handle on the internal connection) is
+    // gone: an idle internal connection ends now, an upgraded one hands its socket to
+    // the relay task.
+    drop(server);
+    while let Ok(c) = conns_rx.try_recv() {
+        upstreams.push(c);
+    }
+    while upstreams.next().await.is_some() {}
+}
+
+/// Why a request got no answer from the internal server.
+#[derive(Debug)]
+enum Failed {
+    /// No connection could be made (refused, no such host, TLS failed...).
+    Connect(BoxError),
+    /// The connection failed during the request.
+    Request(hyper::Error),
+}
+
+/// A reverse conn's way to the internal server: its one connection, opened on demand.
+struct Upstream {
+    https: Https,
+    slot: Arc<Mutex<Option<SendRequest<ProxyBody>>>>,
+    conns: mpsc::UnboundedSender<UpstreamConn>,
+}
+
+impl Upstream {
+    /// Sends `req` on the conn's internal connection, opening one if there is none
+    /// or it closed; a request the old connection could not take is sent once on a
+    /// new one.
+    async fn request(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, Failed> {
+        // The connection is made to the URI's authority; the request line carries the
+        // origin form (path and query) only.
+        let mut req = req;
+        let target = req.uri().clone();
+        *req.uri_mut() = target
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        let cached = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut sr) = cached {
+            if sr.ready().await.is_ok() {
+                match sr.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.keep(sr);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Not sent (the internal server closed it just now): a new one.
+                        Some(r) => req = r,
+                        None => return Err(Failed::Request(e.into_error())),
+                    },
+                }
             }
-        });
+        }
+        let mut sr = self.open(target).await?;
+        let resp = sr.send_request(req).await.map_err(Failed::Request)?;
+        self.keep(sr);
+        Ok(resp)
+    }
+
+    fn keep(&self, sr: SendRequest<ProxyBody>) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sr);
+    }
+
+    async fn open(&self, uri: Uri) -> Result<SendRequest<ProxyBody>, Failed> {
+        let io: UpstreamIo = self
+            .https
+            .clone()
+            .call(uri)
+            .await
+            .map_err(Failed::Connect)?;
+        let (sr, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| Failed::Connect(e.into()))?;
+        let conn = conn.with_upgrades();
+        let _ = self.conns.send(Box::pin(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "internal connection ended");
+            }
+        }));
+        Ok(sr)
     }
 }
 
@@ -173,7 +279,13 @@ async fn forward(
         Ok(r) => r,
         Err(e) => {
             // Clients get the short reason; the target and the cause go to the log.
-            let (status, what) = h2rev2_driver::upstream_failure(&e);
+            let (status, what) = match &e {
+                Failed::Connect(e) => match h2rev2_driver::upstream_failure(&**e) {
+                    (_, "failed to answer") => (StatusCode::BAD_GATEWAY, "could not be reached"),
+                    known => known,
+                },
+                Failed::Request(e) => h2rev2_driver::upstream_failure(e),
+            };
             info!(target = %opts.target, error = ?e, "internal server {what}");
             return text(status, format!("h2rev2: the internal server {what}\n"));
         }
