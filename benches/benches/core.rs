@@ -169,6 +169,7 @@ impl Bench {
                         id: self.ids[i].clone(),
                         role,
                         conn: token,
+                        wire: h2rev2_proto::wire::Wire::Current,
                     },
                     credentials: Credentials::default(),
                 },

@@ -329,6 +329,7 @@ impl Model {
                             id: DialerId::new(IDS[id]).unwrap(),
                             role,
                             conn: token.clone(),
+                            wire: h2rev2_proto::wire::Wire::Current,
                         },
                         credentials: Credentials {
                             bearer: bearer.as_deref(),

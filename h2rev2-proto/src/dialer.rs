@@ -14,6 +14,24 @@
 //!                 └─ otherwise ─────────────────────────────────────► parked spare (4.3)
 //! ```
 //!
+//! # The 2022 wire
+//!
+//! A request classified [`Wire::Go2022`] ([`RevdialRequest::classify`]: the April-2022
+//! Go Listener, `Content-Type: application/octet-stream` and no `role`) has no control
+//! stream behind it. Every such stream is a reverse connection:
+//!
+//! ```text
+//!  2022 stream ─┬─ its connection holds a session of the id ─► data stream (as above)
+//!               └─ otherwise ─► new session without control stream (takeover rule as
+//!                               for a control stream), the stream its first spare
+//! ```
+//!
+//! Nothing is ever written into such a stream before a dial takes it: no `conn-ready`,
+//! no keep-alive. A dial takes a parked one at once; with none parked it waits, in
+//! order, until its deadline, for the next stream the Listener opens (that Listener
+//! opens one at a time, the next once the last is finished). The session ends with its
+//! HTTP/2 connection.
+//!
 //! An unmarked stream on the HTTP/2 connection of the id's session is a data stream. An
 //! unmarked stream on another connection is a data stream while the id has outstanding
 //! `conn-ready` (a Go Listener may open a second connection) *and* it proved it owns the
@@ -38,7 +56,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{self, AuthPolicy, Credentials, Principal, Takeover};
 use crate::error::{LimitError, Misuse};
 use crate::registry::{Registry, SessionKey};
-use crate::wire::{Command, ControlMessage, Decoder, DialerId, RevdialRequest, Role};
+use crate::wire::{Command, ControlMessage, Decoder, DialerId, RevdialRequest, Role, Wire};
 
 /// An HTTP/2 connection, numbered by the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -299,7 +317,9 @@ pub struct Stats {
 #[derive(Debug)]
 struct Session {
     conn: ConnId,
-    control: StreamId,
+    /// `None` for a 2022-wire session ([`Wire::Go2022`]): no control stream, and no
+    /// `conn-ready` or keep-alive to send; its Listener opens streams on its own.
+    control: Option<StreamId>,
     decoder: Decoder,
     /// Dials with a `conn-ready` sent and no stream yet, oldest first.
     outstanding: VecDeque<DialId>,
@@ -476,8 +496,8 @@ impl Dialer {
             self.keepalives.pop_first();
             let interval = self.config.keepalive_interval;
             if let Some(s) = self.sessions.get_mut(key) {
+                let Some(stream) = s.control else { continue };
                 s.next_keepalive = now + interval;
-                let stream = s.control;
                 self.keepalives.insert((now + interval, key));
                 self.actions.push_back(Action::SendControl {
                     stream,
@@ -537,8 +557,20 @@ impl Dialer {
             .iter()
             .copied()
             .find(|k| self.sessions.get(*k).is_some_and(|s| s.conn == conn));
+        if req.wire == Wire::Go2022 {
+            // Every stream of a 2022 Listener is a reverse connection: a stream on the
+            // connection of its session parks as a spare (or answers the oldest waiting
+            // dial); the first one on a new connection starts a session without a
+            // control stream, by the same takeover rule as a control stream.
+            return match own {
+                Some(key) => self.on_data(stream, key, None),
+                None => self.on_control(now, conn, stream, req.id, principal, false, Wire::Go2022),
+            };
+        }
         match req.role {
-            Some(Role::Control) => self.on_control(now, conn, stream, req.id, principal, true),
+            Some(Role::Control) => {
+                self.on_control(now, conn, stream, req.id, principal, true, Wire::Current)
+            }
             Some(Role::Data) => match own {
                 Some(key) => self.on_data(stream, key, req.conn),
                 None => self.reject(stream, 409, "no session for this id on this connection"),
@@ -552,7 +584,15 @@ impl Dialer {
                 // but only if it proved it owns the id. An anonymous one could be anybody
                 // racing the real Listener to answer the dial (a hijack).
                 if principal != Principal::Authenticated {
-                    return self.on_control(now, conn, stream, req.id, principal, false);
+                    return self.on_control(
+                        now,
+                        conn,
+                        stream,
+                        req.id,
+                        principal,
+                        false,
+                        Wire::Current,
+                    );
                 }
                 let waiting = self
                     .sessions
@@ -567,12 +607,17 @@ impl Dialer {
                     .min();
                 match waiting {
                     Some((_, key)) if req.conn.is_none() => self.on_data(stream, key, None),
-                    _ => self.on_control(now, conn, stream, req.id, principal, false),
+                    _ => {
+                        self.on_control(now, conn, stream, req.id, principal, false, Wire::Current)
+                    }
                 }
             }
         }
     }
 
+    /// Starts a session on `stream`: its control stream, or for [`Wire::Go2022`] its
+    /// first reverse connection, parked as a spare.
+    #[allow(clippy::too_many_arguments)]
     fn on_control(
         &mut self,
         now: Instant,
@@ -581,6 +626,7 @@ impl Dialer {
         id: DialerId,
         principal: Principal,
         explicit: bool,
+        wire: Wire,
     ) {
         let live: Vec<SessionKey> = self.sessions.sessions(&id).to_vec();
         let mut replace = false;
@@ -603,27 +649,40 @@ impl Dialer {
             let l = LimitError::Sessions;
             return self.reject(stream, l.status(), l.to_string());
         }
+        let go2022 = wire == Wire::Go2022;
         let key = self.sessions.insert(
             id.clone(),
             Session {
                 conn,
-                control: stream,
+                control: (!go2022).then_some(stream),
                 decoder: Decoder::new(),
                 outstanding: VecDeque::new(),
                 spares: VecDeque::new(),
                 next_keepalive: now + self.config.keepalive_interval,
             },
         );
-        self.streams.insert(stream, Tracked::Control(key));
-        if !self.config.keepalive_interval.is_zero() {
+        if go2022 {
+            // Nothing is written into it: it waits, parked, for the next dial.
+            self.streams.insert(stream, Tracked::Spare(key));
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.spares.push_back(stream);
+            }
+            self.actions.push_back(Action::Accept {
+                stream,
+                kind: StreamKind::Data(key),
+            });
+        } else {
+            self.streams.insert(stream, Tracked::Control(key));
+            self.actions.push_back(Action::Accept {
+                stream,
+                kind: StreamKind::Control(key),
+            });
+        }
+        if !go2022 && !self.config.keepalive_interval.is_zero() {
             // A zero interval would fire at `now` for ever: it means no keep-alives.
             self.keepalives
                 .insert((now + self.config.keepalive_interval, key));
         }
-        self.actions.push_back(Action::Accept {
-            stream,
-            kind: StreamKind::Control(key),
-        });
         self.actions.push_back(Action::SessionUp {
             session: key,
             id,
@@ -742,6 +801,8 @@ impl Dialer {
                 let control = s.control;
                 self.streams.remove(&stream);
                 self.actions.push_back(Action::DialReady { dial, stream });
+                // A 2022 Listener replaces the stream on its own once it is finished.
+                let Some(control) = control else { return };
                 // The replenishing `conn-ready` carries a token that names no dial: the
                 // stream it brings parks as a spare, and a `pickup-failed` for it (from
                 // a Listener of ours, which echoes the token) fails no waiting dial.
@@ -790,10 +851,14 @@ impl Dialer {
         let token = self.dials[&dial].token.clone();
         let s = self.sessions.get_mut(key).expect("registered");
         s.outstanding.push_back(dial);
-        self.actions.push_back(Action::SendControl {
-            stream: s.control,
-            data: ControlMessage::conn_ready(Some(&token)).to_bytes(),
-        });
+        // A 2022 session has no control stream: the dial waits, in order, for the next
+        // stream its Listener opens (until its deadline).
+        if let Some(control) = s.control {
+            self.actions.push_back(Action::SendControl {
+                stream: control,
+                data: ControlMessage::conn_ready(Some(&token)).to_bytes(),
+            });
+        }
     }
 
     fn new_token(&mut self) -> String {
@@ -820,13 +885,15 @@ impl Dialer {
         let Some((id, s)) = self.sessions.remove(key) else {
             return;
         };
-        self.streams.remove(&s.control);
-        self.keepalives.remove(&(s.next_keepalive, key));
-        if reset_control {
-            self.actions.push_back(Action::Reset {
-                stream: s.control,
-                reason: reason.clone(),
-            });
+        if let Some(control) = s.control {
+            self.streams.remove(&control);
+            self.keepalives.remove(&(s.next_keepalive, key));
+            if reset_control {
+                self.actions.push_back(Action::Reset {
+                    stream: control,
+                    reason: reason.clone(),
+                });
+            }
         }
         for spare in s.spares {
             self.streams.remove(&spare);
@@ -874,6 +941,7 @@ mod tests {
                 id: DialerId::new(id).unwrap(),
                 role: None,
                 conn: None,
+                wire: crate::wire::Wire::Current,
             },
             credentials: Credentials {
                 bearer: bearer.map(|b| Box::leak(b.to_string().into_boxed_str()) as &str),
@@ -945,5 +1013,191 @@ mod tests {
             dial: DialId(2),
             stream: StreamId(5)
         }));
+    }
+
+    fn revdial_2022(conn: u64, stream: u64, id: &str) -> Event<'static> {
+        let Event::Revdial {
+            conn,
+            stream,
+            request,
+            credentials,
+        } = revdial(conn, stream, id, None)
+        else {
+            unreachable!()
+        };
+        Event::Revdial {
+            conn,
+            stream,
+            request: request.classify(Some(b"application/octet-stream")),
+            credentials,
+        }
+    }
+
+    fn anonymous(ids: &[&str]) -> Dialer {
+        let mut config = DialerConfig::default();
+        config
+            .auth
+            .allow_anonymous_for(ids.iter().map(|i| DialerId::new(*i).unwrap()).collect());
+        Dialer::new(config, 7)
+    }
+
+    /// Issue 14: a 2022 Listener's streams are parked spares, nothing is written into
+    /// them, and dials queue for the next stream instead of failing.
+    #[test]
+    fn a_2022_listener_streams_are_spares_and_dials_queue() {
+        let now = Instant::now();
+        let id = DialerId::new("001").unwrap();
+        let mut d = anonymous(&["001"]);
+        d.handle_event(now, revdial_2022(1, 1, "001")).unwrap();
+        let a = actions(&mut d);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [
+                    Action::Accept {
+                        stream: StreamId(1),
+                        kind: StreamKind::Data(_)
+                    },
+                    Action::SessionUp { .. }
+                ]
+            ),
+            "{a:?}"
+        );
+        assert_eq!(d.stats().spares, 1);
+        // No keep-alive is ever written: there is no control stream.
+        assert_eq!(d.poll_timeout(), None);
+        d.handle_timeout(now + Duration::from_secs(3600));
+        assert_eq!(actions(&mut d), vec![]);
+
+        // Three dials at once: the first takes the spare, the others wait; nothing is
+        // written anywhere.
+        for n in 1..=3 {
+            d.handle_event(
+                now,
+                Event::Dial {
+                    dial: DialId(n),
+                    id: id.clone(),
+                },
+            )
+            .unwrap();
+        }
+        let a = actions(&mut d);
+        assert_eq!(
+            a,
+            vec![Action::DialReady {
+                dial: DialId(1),
+                stream: StreamId(1)
+            }]
+        );
+        assert_eq!(d.stats().pending_dials, 2);
+        // The next streams answer the waiting dials in order.
+        d.handle_event(now, revdial_2022(1, 2, "001")).unwrap();
+        d.handle_event(now, revdial_2022(1, 3, "001")).unwrap();
+        let ready: Vec<_> = actions(&mut d)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::DialReady { dial, stream } => Some((dial.0, stream.0)),
+                Action::Accept { .. } => None,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ready, vec![(2, 2), (3, 3)]);
+        // A dial with no stream coming times out (504), bounded by the dial timeout.
+        d.handle_event(
+            now,
+            Event::Dial {
+                dial: DialId(4),
+                id: id.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(actions(&mut d), vec![]);
+        assert_eq!(d.poll_timeout(), Some(now + d.config().dial_timeout));
+        d.handle_timeout(now + d.config().dial_timeout);
+        assert_eq!(
+            actions(&mut d),
+            vec![Action::DialFailed {
+                dial: DialId(4),
+                error: DialError::Timeout
+            }]
+        );
+        // The session lives with its connection, not with its streams.
+        assert!(d.has_session(&id));
+        d.handle_event(now, Event::ConnectionClosed { conn: ConnId(1) })
+            .unwrap();
+        assert!(!d.has_session(&id));
+    }
+
+    /// A stranger's 2022 stream on another connection cannot take a live id; a parked
+    /// spare the Listener resets is forgotten, and the session stays.
+    #[test]
+    fn a_2022_session_follows_the_takeover_rule_and_forgets_reset_spares() {
+        let now = Instant::now();
+        let id = DialerId::new("001").unwrap();
+        let mut d = anonymous(&["001"]);
+        d.handle_event(now, revdial_2022(1, 1, "001")).unwrap();
+        let _ = actions(&mut d);
+        d.handle_event(now, revdial_2022(2, 2, "001")).unwrap();
+        let a = actions(&mut d);
+        assert!(
+            matches!(a.as_slice(), [Action::Reject { status: 409, .. }]),
+            "{a:?}"
+        );
+        d.handle_event(
+            now,
+            Event::StreamClosed {
+                stream: StreamId(1),
+            },
+        )
+        .unwrap();
+        assert_eq!(d.stats().spares, 0);
+        assert!(d.has_session(&id));
+        d.handle_event(
+            now,
+            Event::Dial {
+                dial: DialId(1),
+                id: id.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(actions(&mut d), vec![]);
+        d.handle_event(now, revdial_2022(1, 3, "001")).unwrap();
+        assert!(actions(&mut d).contains(&Action::DialReady {
+            dial: DialId(1),
+            stream: StreamId(3)
+        }));
+    }
+
+    /// Only the 2022 Listener's exact signature is classified as such.
+    #[test]
+    fn classification() {
+        use crate::wire::{Route, RouteConfig};
+        let cfg = RouteConfig::default();
+        let req = |q: &str| match cfg.route("/revdial", Some(q)).unwrap() {
+            Route::Revdial(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let ct = |v: &'static str| Some(v.as_bytes());
+        let w = |q: &str, c: Option<&[u8]>| req(q).classify(c).wire;
+        assert_eq!(w("id=a", ct("application/octet-stream")), Wire::Go2022);
+        assert_eq!(
+            w("id=a", ct("Application/Octet-Stream ; x=1")),
+            Wire::Go2022
+        );
+        assert_eq!(w("id=a", None), Wire::Current);
+        assert_eq!(w("id=a", ct("text/plain")), Wire::Current);
+        assert_eq!(w("id=a", ct("application/octet-streamx")), Wire::Current);
+        assert_eq!(
+            w("id=a&role=data", ct("application/octet-stream")),
+            Wire::Current
+        );
+        assert_eq!(
+            w("id=a&role=control", ct("application/octet-stream")),
+            Wire::Current
+        );
+        assert_eq!(
+            w("id=a&conn=t", ct("application/octet-stream")),
+            Wire::Current
+        );
     }
 }

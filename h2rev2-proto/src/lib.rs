@@ -32,7 +32,7 @@
 //! use std::time::{Duration, Instant};
 //! use h2rev2_proto::auth::Credentials;
 //! use h2rev2_proto::dialer::{Action, ConnId, DialId, Dialer, DialerConfig, Event, StreamId};
-//! use h2rev2_proto::wire::{DialerId, RevdialRequest};
+//! use h2rev2_proto::wire::{DialerId, RevdialRequest, Wire};
 //!
 //! let mut config = DialerConfig::default();
 //! config.auth.allow_anonymous();
@@ -44,7 +44,7 @@
 //! dialer.handle_event(now, Event::Revdial {
 //!     conn: ConnId(1),
 //!     stream: StreamId(1),
-//!     request: RevdialRequest { id: id.clone(), role: None, conn: None },
+//!     request: RevdialRequest { id: id.clone(), role: None, conn: None, wire: Wire::Current },
 //!     credentials: Credentials::default(),
 //! }).unwrap();
 //! // A caller dials the id.

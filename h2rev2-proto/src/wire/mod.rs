@@ -9,4 +9,6 @@ mod route;
 
 pub use control::{Command, ControlMessage, Decoder, MAX_CONTROL_LINE};
 pub use id::{DialerId, IdError, MAX_ID_LEN};
-pub use route::{MAX_TOKEN_LEN, RevdialRequest, Role, Route, RouteConfig, RouteError};
+pub use route::{
+    GO2022_CONTENT_TYPE, MAX_TOKEN_LEN, RevdialRequest, Role, Route, RouteConfig, RouteError, Wire,
+};

@@ -235,7 +235,12 @@ impl RouteConfig {
         if role == Some(Role::Control) && conn.is_some() {
             return Err(RouteError::BadToken);
         }
-        Ok(RevdialRequest { id, role, conn })
+        Ok(RevdialRequest {
+            id,
+            role,
+            conn,
+            wire: Wire::Current,
+        })
     }
 }
 
@@ -274,6 +279,61 @@ pub struct RevdialRequest {
     pub role: Option<Role>,
     /// The `conn` token it echoed for exact matching, if any.
     pub conn: Option<String>,
+    /// Which generation of the wire the Listener speaks: [`Wire::Current`] from
+    /// [`RouteConfig::route`]; [`RevdialRequest::classify`] tells a 2022 Listener by
+    /// its headers.
+    pub wire: Wire,
+}
+
+/// The generation of the revdial wire a Listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Wire {
+    /// A control stream first, then data streams on `conn-ready` (PROTOCOL.md 2.1, 3):
+    /// the later Go package and every Listener of ours.
+    #[default]
+    Current,
+    /// The Go package as of April 2022: no control stream and no control messages;
+    /// every stream is a reverse connection, opened one at a time, each handed to the
+    /// next dial for its id.
+    Go2022,
+}
+
+/// The content type a 2022 Go Listener puts on every revdial request.
+pub const GO2022_CONTENT_TYPE: &str = "application/octet-stream";
+
+impl RevdialRequest {
+    /// Tells the wire generation from the request's `Content-Type` header (its raw
+    /// value, if any) and sets [`RevdialRequest::wire`].
+    ///
+    /// A request is [`Wire::Go2022`] when it has no `role` and no `conn` token, and its
+    /// media type is `application/octet-stream` (case-insensitive, parameters ignored):
+    /// the 2022 Go Listener sends exactly that, while the later Go Listener sends no
+    /// content type and ours marks every request with a `role`. Anything else stays
+    /// [`Wire::Current`], so no request of the current wire can be taken for a 2022 one.
+    ///
+    /// ```
+    /// use h2rev2_proto::wire::{RouteConfig, Route, Wire};
+    /// let cfg = RouteConfig::default();
+    /// let Ok(Route::Revdial(req)) = cfg.route("/revdial", Some("id=001")) else { panic!() };
+    /// assert_eq!(req.clone().classify(Some(b"application/octet-stream")).wire, Wire::Go2022);
+    /// assert_eq!(req.clone().classify(None).wire, Wire::Current);
+    /// let Ok(Route::Revdial(req)) = cfg.route("/revdial", Some("id=001&role=data")) else { panic!() };
+    /// assert_eq!(req.classify(Some(b"application/octet-stream")).wire, Wire::Current);
+    /// ```
+    pub fn classify(mut self, content_type: Option<&[u8]>) -> Self {
+        let octet = content_type.is_some_and(|v| {
+            let media = v.split(|b| *b == b';').next().unwrap_or_default();
+            media
+                .trim_ascii()
+                .eq_ignore_ascii_case(GO2022_CONTENT_TYPE.as_bytes())
+        });
+        self.wire = if octet && self.role.is_none() && self.conn.is_none() {
+            Wire::Go2022
+        } else {
+            Wire::Current
+        };
+        self
+    }
 }
 
 /// The role a Listener of ours declares on a revdial request (PROTOCOL.md 4.2).
@@ -350,7 +410,8 @@ mod tests {
             Route::Revdial(RevdialRequest {
                 id: id("001"),
                 role: None,
-                conn: None
+                conn: None,
+                wire: Wire::Current,
             })
         );
         let cfg = RouteConfig::default()
@@ -363,7 +424,8 @@ mod tests {
             Route::Revdial(RevdialRequest {
                 id: id("a"),
                 role: Some(Role::Data),
-                conn: Some("7".into())
+                conn: Some("7".into()),
+                wire: Wire::Current,
             })
         );
         assert_eq!(
@@ -451,7 +513,8 @@ mod tests {
             Route::Revdial(RevdialRequest {
                 id: id("a&b=c"),
                 role: Some(Role::Control),
-                conn: None
+                conn: None,
+                wire: Wire::Current,
             })
         );
     }
