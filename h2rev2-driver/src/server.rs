@@ -604,6 +604,9 @@ impl Server {
             .route(req.uri().path(), req.uri().query());
         match route {
             Ok(Route::Revdial(request)) => {
+                // Which wire generation: the core decides by the content type.
+                let content_type = req.headers().get(http::header::CONTENT_TYPE);
+                let request = request.classify(content_type.map(|v| v.as_bytes()));
                 let bearer = bearer_token(req.headers());
                 let stream = StreamId(self.next_id());
                 let (_, body) = req.into_parts();
@@ -1023,6 +1026,8 @@ impl Driver {
                         }
                         StreamKind::Data(_) => {
                             debug!(%id, %peer, "reverse connection stream ready");
+                            // A 2022 Listener's connection holds only such streams.
+                            tunnel.became_tunnel.notify_one();
                             self.parked
                                 .insert(stream, Parked::Fresh(send, body, id, tunnel));
                             self.fresh.push(stream);
