@@ -51,6 +51,9 @@ pub struct RevConn {
     metrics: Option<Arc<Metrics>>,
     /// Counts this conn on its tunnel while it lives (the public side's).
     _slot: Option<crate::tunnel::ConnSlot>,
+    /// Told once the stream is used: its first byte (or its end) arrived, or the conn
+    /// was dropped (a 2022-wire Listener replaces its spares so).
+    used: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A conn's flush-delay timer: its deadline, and whether it fired at that deadline.
@@ -105,7 +108,15 @@ impl RevConn {
             label,
             metrics: None,
             _slot: None,
+            used: None,
         }
+    }
+
+    /// Tells `used` once the stream is used: its first byte or its end arrives, or the
+    /// conn is dropped.
+    pub(crate) fn with_used_signal(mut self, used: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.used = Some(used);
+        self
     }
 
     /// Counts this conn's bytes and life in `metrics`.
@@ -239,7 +250,11 @@ impl AsyncRead for RevConn {
                 }
                 Read::Pending => {}
             }
-            match ready!(this.recv_stream().poll_data(cx)) {
+            let polled = ready!(this.recv_stream().poll_data(cx));
+            if let Some(used) = this.used.take() {
+                let _ = used.send(());
+            }
+            match polled {
                 Some(Ok(data)) => this.state.on_data(data),
                 Some(Err(e)) => match e.reason() {
                     Some(r) if e.is_reset() => this.state.on_reset(u32::from(r)),
@@ -303,6 +318,9 @@ impl AsyncWrite for RevConn {
 
 impl Drop for RevConn {
     fn drop(&mut self) {
+        if let Some(used) = self.used.take() {
+            let _ = used.send(());
+        }
         if let Some(m) = &self.metrics {
             m.open_conns.fetch_sub(1, Relaxed);
         }

@@ -13,7 +13,7 @@ use h2rev2_proto::conn::ConnConfig;
 use h2rev2_proto::listener::{
     Action, DownReason, Event, Listener as Machine, ListenerConfig, RequestId, State,
 };
-use h2rev2_proto::wire::{DialerId, RouteConfig};
+use h2rev2_proto::wire::{DialerId, GO2022_CONTENT_TYPE, RouteConfig, Wire};
 use http::{Request, Uri};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -295,6 +295,8 @@ enum Internal {
     Disconnected(u64, String),
     DataOpened(u64, RequestId),
     DataFailed(u64, RequestId, String),
+    DataRejected(u64, RequestId, u16, String),
+    DataUsed(u64, RequestId),
     Close,
 }
 
@@ -360,6 +362,14 @@ impl Driver {
             Internal::DataFailed(g, request, reason) if g == current => {
                 Event::DataFailed { request, reason }
             }
+            Internal::DataRejected(g, request, status, body) if g == current => {
+                Event::DataRejected {
+                    request,
+                    status,
+                    body,
+                }
+            }
+            Internal::DataUsed(g, request) if g == current => Event::DataUsed { request },
             Internal::Close => Event::Close,
             _ => return, // a late event of an older connection
         };
@@ -422,16 +432,34 @@ impl Driver {
                     let conn_cfg = self.opts.conn;
                     let label = self.opts.machine.id.to_string();
                     let rt = self.rt.clone();
+                    let go2022 = self.machine.wire() == Wire::Go2022;
                     self.rt.spawn(async move {
                         let msg = match open_data(h2, req).await {
                             Ok((send, recv)) => {
-                                let conn = RevConn::new(send, recv, conn_cfg, label, rt);
+                                let mut conn =
+                                    RevConn::new(send, recv, conn_cfg, label, rt.clone());
+                                if go2022 {
+                                    // The machine replaces a spare once it is used.
+                                    let (used, when) = tokio::sync::oneshot::channel();
+                                    conn = conn.with_used_signal(used);
+                                    let tx = tx.clone();
+                                    rt.spawn(async move {
+                                        if when.await.is_ok() {
+                                            let _ = tx.send(Internal::DataUsed(g, request));
+                                        }
+                                    });
+                                }
                                 let _ = tx.send(Internal::DataOpened(g, request));
                                 // Waits while the application is not accepting: backpressure.
                                 let _ = accept.send(conn).await;
                                 return;
                             }
-                            Err(reason) => Internal::DataFailed(g, request, reason),
+                            Err(DataError::Failed(reason)) => {
+                                Internal::DataFailed(g, request, reason)
+                            }
+                            Err(DataError::Rejected(status, body)) => {
+                                Internal::DataRejected(g, request, status, body)
+                            }
                         };
                         let _ = tx.send(msg);
                     });
@@ -485,6 +513,10 @@ impl Driver {
         if let Some(t) = &self.opts.token {
             b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        if self.machine.wire() == Wire::Go2022 {
+            // What the 2022 Go Listener sends (and what our server tells it by).
+            b = b.header(http::header::CONTENT_TYPE, GO2022_CONTENT_TYPE);
+        }
         b.body(()).expect("valid request")
     }
 }
@@ -513,22 +545,32 @@ async fn open_control(h2: SendRequest<Bytes>, req: Request<()>) -> Result<Outcom
     }))
 }
 
+/// Why a data stream could not be opened.
+enum DataError {
+    /// The connection or the stream failed.
+    Failed(String),
+    /// The public server answered this status and body.
+    Rejected(u16, String),
+}
+
 async fn open_data(
     h2: SendRequest<Bytes>,
     req: Request<()>,
-) -> Result<(SendStream<Bytes>, RecvStream), String> {
+) -> Result<(SendStream<Bytes>, RecvStream), DataError> {
     let mut h2 = h2
         .ready()
         .await
-        .map_err(|e| format!("connection not ready: {e}"))?;
+        .map_err(|e| DataError::Failed(format!("connection not ready: {e}")))?;
     let (fut, send) = h2
         .send_request(req, false)
-        .map_err(|e| format!("cannot open a stream: {e}"))?;
-    let resp = fut.await.map_err(|e| format!("data stream failed: {e}"))?;
+        .map_err(|e| DataError::Failed(format!("cannot open a stream: {e}")))?;
+    let resp = fut
+        .await
+        .map_err(|e| DataError::Failed(format!("data stream failed: {e}")))?;
     if resp.status() != 200 {
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let body = read_text(resp.into_body()).await;
-        return Err(format!("public server answered {status}: {body}"));
+        return Err(DataError::Rejected(status, body));
     }
     Ok((send, resp.into_body()))
 }

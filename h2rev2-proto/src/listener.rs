@@ -10,6 +10,31 @@
 //!   └── Close from any state ──► Closed
 //! ```
 //!
+//! # The 2022 wire ([`ListenerConfig::wire`] = [`Wire::Go2022`])
+//!
+//! For a public server of the Go package as of April 2022, which has no control stream:
+//!
+//! ```text
+//!   Connecting ──Connected──► Opening (OpenData × max(spares, 1), no role, octet-stream)
+//!                                │ first DataOpened
+//!                                ▼
+//!                                Up ── DataUsed (a dial took a spare) ──► OpenData
+//!                                 └─── DataFailed / DataRejected ──► Disconnect, Backoff
+//! ```
+//!
+//! No control stream and no control messages: `max(spares, 1)` streams are kept open as
+//! spares, each replaced as soon as the adapter reports it used ([`Event::DataUsed`]:
+//! its first byte arrived, or it ended). A stream that cannot be opened ends the
+//! session (a 2022 server refuses only when something is wrong, and retrying it at
+//! once is what the Go Listener does and should not).
+//!
+//! Detection: with [`ListenerConfig::detect_2022`] (default on), a Listener of the
+//! current wire whose control stream receives an HTTP/1.x request line (a 2022 server
+//! took the control stream for a reverse connection and handed it to a dial) switches
+//! to the 2022 wire for its next attempts. That is safe to tell: no control-stream
+//! server writes anything but JSON objects there. Nothing else switches it; a server
+//! that answers with silence is not taken for a 2022 one.
+//!
 //! The Go Listener gives up after five attempts; this one retries forever unless
 //! [`ListenerConfig::max_attempts`] says otherwise. After a session that stayed up for
 //! [`ListenerConfig::stable_after`], the backoff starts again from its first step.
@@ -17,7 +42,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Command, ControlMessage, Decoder, DialerId, MAX_TOKEN_LEN, Role, RouteConfig};
+use crate::wire::{
+    Command, ControlMessage, Decoder, DialerId, MAX_TOKEN_LEN, Role, RouteConfig, Wire,
+};
 
 /// Settings of the NAT side.
 #[derive(Debug, Clone)]
@@ -47,6 +74,13 @@ pub struct ListenerConfig {
     pub reconnect_max: Duration,
     /// See `reconnect_max`. Default 30 s.
     pub reconnect_window: Duration,
+    /// The wire of the public server: [`Wire::Current`] (default, a control stream) or
+    /// [`Wire::Go2022`] (no control stream; every stream a reverse connection, see the
+    /// module docs).
+    pub wire: Wire,
+    /// Switch to [`Wire::Go2022`] when the control stream receives an HTTP/1.x request
+    /// line (module docs). Default on.
+    pub detect_2022: bool,
 }
 
 impl ListenerConfig {
@@ -63,6 +97,8 @@ impl ListenerConfig {
             max_attempts: None,
             reconnect_max: Duration::from_secs(1),
             reconnect_window: Duration::from_secs(30),
+            wire: Wire::Current,
+            detect_2022: true,
         }
     }
 }
@@ -116,6 +152,21 @@ pub enum Event<'a> {
     },
     /// A data stream requested with [`Action::OpenData`] was answered `200`.
     DataOpened {
+        /// The request's number.
+        request: RequestId,
+    },
+    /// A data stream was answered with another status than `200`.
+    DataRejected {
+        /// The request's number.
+        request: RequestId,
+        /// The status.
+        status: u16,
+        /// The answer's body, trimmed.
+        body: String,
+    },
+    /// A stream opened on the 2022 wire was used: its first byte arrived, or it ended
+    /// (ignored on the current wire).
+    DataUsed {
         /// The request's number.
         request: RequestId,
     },
@@ -196,6 +247,10 @@ pub enum DownReason {
     Lost(String),
     /// The control stream carried something that is not the protocol.
     Protocol(String),
+    /// The control stream received an HTTP/1.x request: the public server speaks the
+    /// 2022 wire (it took the control stream for a reverse connection). The next
+    /// attempts use [`Wire::Go2022`] when [`ListenerConfig::detect_2022`] is on.
+    Wire2022Detected,
     /// [`ListenerConfig::max_attempts`] failures in a row; the last one's reason.
     GaveUp {
         /// Attempts made.
@@ -230,6 +285,10 @@ impl std::fmt::Display for DownReason {
                 )
             }
             DownReason::Protocol(d) => write!(f, "protocol error on the control stream: {d}"),
+            DownReason::Wire2022Detected => f.write_str(
+                "the public server speaks the 2022 wire (an HTTP request arrived on the \
+                 control stream); switching to it",
+            ),
             DownReason::GaveUp { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts: {last}")
             }
@@ -269,13 +328,18 @@ pub struct Listener {
     rng: fastrand::Rng,
     /// When the last session that was up went down.
     lost_at: Option<Instant>,
+    /// The wire in use: [`ListenerConfig::wire`], or [`Wire::Go2022`] once detected.
+    wire: Wire,
+    /// The first bytes of the current control stream (for detection).
+    first_bytes: Vec<u8>,
+    /// 2022 wire: streams open and not yet used.
+    spares: Vec<RequestId>,
 }
 
 impl Listener {
     /// A Listener that starts connecting at once.
     pub fn new(config: ListenerConfig, seed: u64) -> Self {
         let mut l = Listener {
-            config,
             state: State::Connecting,
             attempts: 0,
             decoder: Decoder::new(),
@@ -284,6 +348,10 @@ impl Listener {
             actions: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
             lost_at: None,
+            wire: config.wire,
+            first_bytes: Vec::new(),
+            spares: Vec::new(),
+            config,
         };
         l.actions.push_back(Action::Connect);
         l
@@ -299,6 +367,11 @@ impl Listener {
         &self.config
     }
 
+    /// The wire in use: [`ListenerConfig::wire`], or [`Wire::Go2022`] once detected.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
     /// Failed attempts in a row so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
@@ -312,7 +385,13 @@ impl Listener {
         }
         match event {
             Event::Connected => {
-                if self.state == State::Connecting {
+                if self.state == State::Connecting && self.wire == Wire::Go2022 {
+                    self.state = State::Opening;
+                    self.spares.clear();
+                    for _ in 0..self.config.spares.max(1) {
+                        self.open_data(None, false);
+                    }
+                } else if self.state == State::Connecting {
                     self.state = State::Opening;
                     let role = self.config.mark_roles.then_some(Role::Control);
                     self.actions.push_back(Action::OpenControl {
@@ -329,6 +408,7 @@ impl Listener {
                 if self.state == State::Opening {
                     self.state = State::Up { since: now };
                     self.decoder = Decoder::new();
+                    self.first_bytes.clear();
                     self.actions.push_back(Action::Up);
                     for _ in 0..self.config.spares {
                         self.open_data(None, false);
@@ -350,7 +430,10 @@ impl Listener {
                 }
             }
             Event::ControlData(data) => {
-                if matches!(self.state, State::Up { .. }) {
+                if matches!(self.state, State::Up { .. }) && self.wire == Wire::Current {
+                    let room = FIRST_BYTES.saturating_sub(self.first_bytes.len());
+                    self.first_bytes
+                        .extend_from_slice(&data[..room.min(data.len())]);
                     self.decoder.push(data);
                     self.drain_control(now);
                 }
@@ -364,12 +447,51 @@ impl Listener {
                 }
             }
             Event::DataOpened { request } => {
-                self.opening.retain(|o| o.request != request);
+                let Some(i) = self.opening.iter().position(|o| o.request == request) else {
+                    return;
+                };
+                self.opening.swap_remove(i);
+                if self.wire == Wire::Go2022 {
+                    self.spares.push(request);
+                    if self.state == State::Opening {
+                        self.state = State::Up { since: now };
+                        self.actions.push_back(Action::Up);
+                    }
+                }
+            }
+            Event::DataUsed { request } => {
+                if self.wire != Wire::Go2022 || !matches!(self.state, State::Up { .. }) {
+                    return;
+                }
+                let Some(i) = self.spares.iter().position(|r| *r == request) else {
+                    return;
+                };
+                self.spares.swap_remove(i);
+                if self.spares.len() + self.opening.len() < self.config.spares.max(1) {
+                    self.open_data(None, false);
+                }
+            }
+            Event::DataRejected {
+                request,
+                status,
+                body,
+            } => {
+                if self.wire == Wire::Go2022 {
+                    if self.opening.iter().any(|o| o.request == request) {
+                        self.end_2022(now, DownReason::Refused { status, body });
+                    }
+                    return;
+                }
+                let reason = format!("public server answered {status}: {body}");
+                self.handle_event(now, Event::DataFailed { request, reason });
             }
             Event::DataFailed { request, reason } => {
                 let Some(i) = self.opening.iter().position(|o| o.request == request) else {
                     return;
                 };
+                if self.wire == Wire::Go2022 {
+                    return self.end_2022(now, DownReason::Lost(reason));
+                }
                 let Opening { token, asked, .. } = self.opening.swap_remove(i);
                 // A spare nobody asked for fails silently: a token-less `pickup-failed`
                 // would fail the oldest dial waiting on the Dialer, which is not its.
@@ -420,12 +542,23 @@ impl Listener {
             .revdial_path_and_query(&self.config.id, role, token)
     }
 
+    /// 2022 wire: a stream could not be opened; the session ends.
+    fn end_2022(&mut self, now: Instant, reason: DownReason) {
+        if !matches!(self.state, State::Up { .. } | State::Opening) {
+            return;
+        }
+        self.actions.push_back(Action::Disconnect {
+            reason: reason.to_string(),
+        });
+        self.fail(now, reason);
+    }
+
     fn open_data(&mut self, token: Option<String>, asked: bool) {
         let request = RequestId(self.next_request);
         self.next_request += 1;
         // A token the route parser would refuse stays out of the URL (the stream is then
         // matched FIFO instead of failing with 400); a `pickup-failed` still names it.
-        let (role, tok) = if self.config.mark_roles {
+        let (role, tok) = if self.config.mark_roles && self.wire == Wire::Current {
             (
                 Some(Role::Data),
                 token.as_deref().filter(|t| t.len() <= MAX_TOKEN_LEN),
@@ -454,7 +587,14 @@ impl Listener {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let reason = DownReason::Protocol(e.to_string());
+                    let reason = if looks_like_http_request(&self.first_bytes) {
+                        if self.config.detect_2022 {
+                            self.wire = Wire::Go2022;
+                        }
+                        DownReason::Wire2022Detected
+                    } else {
+                        DownReason::Protocol(e.to_string())
+                    };
                     self.actions.push_back(Action::Disconnect {
                         reason: reason.to_string(),
                     });
@@ -495,6 +635,7 @@ impl Listener {
             self.lost_at = Some(now);
         }
         self.opening.clear();
+        self.spares.clear();
         self.attempts = self.attempts.saturating_add(1);
         if let Some(max) = self.config.max_attempts {
             if self.attempts >= max {
@@ -515,6 +656,22 @@ impl Listener {
             retry_in: delay,
         });
     }
+}
+
+/// How many first bytes of a control stream are kept for detection.
+const FIRST_BYTES: usize = 8192;
+
+/// Whether `b` starts like an HTTP/1.x request line: an upper-case method token, a
+/// space, a target, and ` HTTP/1.` on the same line.
+fn looks_like_http_request(b: &[u8]) -> bool {
+    let Some(sp) = b.iter().position(|c| *c == b' ') else {
+        return false;
+    };
+    if sp == 0 || sp > 16 || !b[..sp].iter().all(u8::is_ascii_uppercase) {
+        return false;
+    }
+    let line_end = b.iter().position(|c| *c == b'\n').unwrap_or(b.len());
+    b[..line_end].windows(7).any(|w| w == b" HTTP/1")
 }
 
 #[cfg(test)]
@@ -601,6 +758,134 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// Issue 14: the 2022 wire keeps `spares` streams open, no control stream, and
+    /// replaces each one once it is used; a refused stream ends the session.
+    #[test]
+    fn wire_2022_keeps_spares_and_replaces_used_ones() {
+        let now = Instant::now();
+        let mut cfg = ListenerConfig::new(DialerId::new("a").unwrap());
+        cfg.spares = 2;
+        cfg.wire = Wire::Go2022;
+        let mut l = Listener::new(cfg, 1);
+        assert_eq!(drain(&mut l), vec![Action::Connect]);
+        l.handle_event(now, Event::Connected);
+        let open = |n: u64| Action::OpenData {
+            request: RequestId(n),
+            path_and_query: "/revdial?id=a".into(),
+        };
+        assert_eq!(drain(&mut l), vec![open(0), open(1)]);
+        assert_eq!(l.state(), State::Opening);
+        l.handle_event(
+            now,
+            Event::DataOpened {
+                request: RequestId(0),
+            },
+        );
+        assert_eq!(drain(&mut l), vec![Action::Up]);
+        l.handle_event(
+            now,
+            Event::DataOpened {
+                request: RequestId(1),
+            },
+        );
+        assert_eq!(drain(&mut l), vec![]);
+        // Used: replaced at once; used twice or unknown: nothing.
+        l.handle_event(
+            now,
+            Event::DataUsed {
+                request: RequestId(0),
+            },
+        );
+        assert_eq!(drain(&mut l), vec![open(2)]);
+        l.handle_event(
+            now,
+            Event::DataUsed {
+                request: RequestId(0),
+            },
+        );
+        assert_eq!(drain(&mut l), vec![]);
+        // Control data is never expected (and ignored).
+        l.handle_event(now, Event::ControlData(b"garbage\n"));
+        assert_eq!(drain(&mut l), vec![]);
+        l.handle_event(
+            now,
+            Event::DataRejected {
+                request: RequestId(2),
+                status: 403,
+                body: "no".into(),
+            },
+        );
+        let a = drain(&mut l);
+        assert!(matches!(a[0], Action::Disconnect { .. }), "{a:?}");
+        assert!(
+            matches!(
+                &a[1],
+                Action::Down {
+                    reason: DownReason::Refused { status: 403, .. },
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+    }
+
+    /// A Listener of the current wire whose control stream receives an HTTP request
+    /// (a 2022 server handed it to a dial) switches to the 2022 wire; other garbage is
+    /// a protocol error and switches nothing.
+    #[test]
+    fn a_2022_server_is_detected_by_an_http_request_on_the_control_stream() {
+        let now = Instant::now();
+        let cfg = ListenerConfig::new(DialerId::new("a").unwrap());
+        for (bytes, detected) in [
+            (&b"GET /get HTTP/1.1\r\nHost: a\r\n\r\n"[..], true),
+            (&b"garbage\n"[..], false),
+            (&b"GET is not a request line\n"[..], false),
+        ] {
+            let mut l = Listener::new(cfg.clone(), 1);
+            let _ = drain(&mut l);
+            l.handle_event(now, Event::Connected);
+            l.handle_event(now, Event::ControlAccepted);
+            let _ = drain(&mut l);
+            // Split anywhere.
+            l.handle_event(now, Event::ControlData(&bytes[..3]));
+            l.handle_event(now, Event::ControlData(&bytes[3..]));
+            let a = drain(&mut l);
+            let reason = a.iter().find_map(|a| match a {
+                Action::Down { reason, .. } => Some(reason.clone()),
+                _ => None,
+            });
+            assert_eq!(
+                reason == Some(DownReason::Wire2022Detected),
+                detected,
+                "{bytes:?}: {a:?}"
+            );
+            let want = if detected {
+                Wire::Go2022
+            } else {
+                Wire::Current
+            };
+            assert_eq!(l.wire(), want);
+            let until = l.poll_timeout().unwrap();
+            l.handle_timeout(until);
+            l.handle_event(until, Event::Connected);
+            let next = drain(&mut l);
+            assert_eq!(
+                matches!(next.last(), Some(Action::OpenData { .. })),
+                detected,
+                "{next:?}"
+            );
+        }
+        // Off: no switch.
+        let mut cfg = cfg;
+        cfg.detect_2022 = false;
+        let mut l = Listener::new(cfg, 1);
+        let _ = drain(&mut l);
+        l.handle_event(now, Event::Connected);
+        l.handle_event(now, Event::ControlAccepted);
+        l.handle_event(now, Event::ControlData(b"GET / HTTP/1.1\r\n"));
+        assert_eq!(l.wire(), Wire::Current);
     }
 
     #[test]
