@@ -360,6 +360,11 @@ pub struct ClientArgs {
     /// Reverse connections kept open ahead of time (faster first byte).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub spares: usize,
+    /// The public server's wire: `auto` (the control-stream wire, switching to the
+    /// 2022 one when the server shows it speaks that), `current`, or `2022` (the Go
+    /// h2rev2 as of April 2022: no control stream, --spares streams kept open).
+    #[arg(long, value_name = "WIRE", default_value = "auto")]
+    pub wire: WireArg,
     /// Give up after this many failed connection attempts in a row (exit 4 if the last
     /// one was refused by the server, 1 otherwise). Default: retry forever.
     #[arg(long, value_name = "N")]
@@ -390,6 +395,22 @@ pub struct ConfigArgs {
     /// exit; tokens are shown as "***".
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// `--wire`: which wire the public server speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireArg {
+    /// The control-stream wire; switch to the 2022 one when an HTTP request arrives
+    /// on the control stream (only a 2022 server sends one there).
+    #[default]
+    Auto,
+    /// The control-stream wire, never switching.
+    Current,
+    /// The Go h2rev2 as of April 2022.
+    #[value(name = "2022")]
+    #[serde(rename = "2022")]
+    Go2022,
 }
 
 /// The log format on stderr.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use h2rev2_tokio::nat::{self, HttpProxyOptions};
-use h2rev2_tokio::proto::wire::DialerId;
+use h2rev2_tokio::proto::wire::{DialerId, Wire};
 use h2rev2_tokio::{DownReason, Listener, ListenerOptions, Status};
 use http::Uri;
 use tracing::{error, info, warn};
 
-use crate::cli::{ClientArgs, RouteArgs};
+use crate::cli::{ClientArgs, RouteArgs, WireArg};
 use crate::error::{CliError, Code};
 use crate::server::parse_id;
 use crate::signal;
@@ -45,6 +45,8 @@ pub struct ClientPlan {
     pub service: Service,
     /// Spare streams.
     pub spares: usize,
+    /// `--wire`.
+    pub wire: WireArg,
     /// Give up after this many failed attempts in a row.
     pub max_attempts: Option<u32>,
     /// Backoff cap.
@@ -113,6 +115,7 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
         routes: args.routes,
         service,
         spares: args.spares,
+        wire: args.wire,
         max_attempts: args.max_attempts,
         max_backoff: Duration::from_secs(args.max_backoff.max(1)),
     })
@@ -130,6 +133,11 @@ pub fn bind(plan: &ClientPlan) -> Result<Listener, CliError> {
         .with_revdial_segment(&plan.routes.dialer_path)
         .with_id_key(&plan.routes.dialer_key);
     opts.machine.spares = plan.spares;
+    (opts.machine.wire, opts.machine.detect_2022) = match plan.wire {
+        WireArg::Auto => (Wire::Current, true),
+        WireArg::Current => (Wire::Current, false),
+        WireArg::Go2022 => (Wire::Go2022, false),
+    };
     opts.machine.max_attempts = plan.max_attempts;
     opts.machine.backoff_max = plan.max_backoff;
     opts.machine.stable_after = plan.max_backoff.max(Duration::from_secs(5));

@@ -23,7 +23,7 @@ use clap::{ArgMatches, Args as _, Command as ClapCommand};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ClientArgs, Command, LogFormat, ServerArgs};
+use crate::cli::{ClientArgs, Command, LogFormat, ServerArgs, WireArg};
 use crate::error::CliError;
 
 /// How a setting's value is written in the file.
@@ -62,7 +62,8 @@ as_is!(
     usize,
     SocketAddr,
     Vec<String>,
-    LogFormat
+    LogFormat,
+    WireArg
 );
 
 impl Value for PathBuf {
@@ -259,6 +260,7 @@ settings! {
         dialer_path: String => routes.dialer_path;
         dialer_key: String => routes.dialer_key;
         spares: usize => spares;
+        wire: WireArg => wire;
         max_attempts: Option<u32> => max_attempts;
         max_backoff: u64 => max_backoff;
         log_format: LogFormat => log.log_format;

@@ -124,6 +124,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             strip_prefix: None,
         },
         spares: 2,
+        wire: crate::cli::WireArg::Auto,
         max_attempts: None,
         max_backoff: Duration::from_secs(2),
     };

@@ -103,6 +103,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
                 strip_prefix: None,
             },
             spares: 2,
+            wire: crate::cli::WireArg::Auto,
             max_attempts: None,
             max_backoff: Duration::from_secs(5),
         };
