@@ -199,3 +199,207 @@ async fn a_refused_2022_listener_is_slowed_tokio() {
 async fn a_refused_2022_listener_is_slowed_smol() {
     a_refused_2022_listener_is_slowed(Side::Smol).await
 }
+
+/// A raw 2022-style public side: an h2 server over TLS that treats every incoming
+/// revdial stream as a reverse connection (answers `200` and hands it out), checking
+/// that each request looks as the 2022 Listener's does. Returns its address and the
+/// streams, in arrival order.
+async fn go2022_public(
+    certs: &Certs,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(h2::SendStream<Bytes>, h2::RecvStream)>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls =
+        tokio_rustls::TlsAcceptor::from(tls::server_config(certs.identity.clone(), None).unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = tls.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(io) = tls.accept(tcp).await else {
+                    return;
+                };
+                let mut conn = h2::server::handshake(io).await.unwrap();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    assert_eq!(req.uri().path(), "/revdial");
+                    assert_eq!(req.uri().query(), Some("id=001"), "no role, no conn token");
+                    assert_eq!(
+                        req.headers().get("content-type").map(|v| v.as_bytes()),
+                        Some(&b"application/octet-stream"[..])
+                    );
+                    let resp = http::Response::builder().status(200).body(()).unwrap();
+                    let send = respond.send_response(resp, false).unwrap();
+                    let _ = tx.send((send, req.into_body()));
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`) into a reverse connection, as a
+/// 2022 public server's dial does; the whole answer.
+async fn http_over(conn: (h2::SendStream<Bytes>, h2::RecvStream), path: &str) -> String {
+    try_http_over(conn, path).await.unwrap()
+}
+
+/// [`http_over`], its I/O error returned.
+async fn try_http_over(
+    conn: (h2::SendStream<Bytes>, h2::RecvStream),
+    path: &str,
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = RevConn::new(
+        conn.0,
+        conn.1,
+        ConnConfig::default(),
+        "go2022-public".into(),
+        TokioRuntime::current().rt(),
+    );
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 001\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await?;
+    conn.flush().await?;
+    let mut out = Vec::new();
+    timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .expect("an answer within 10 s")?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The next stream the 2022 public side was offered.
+async fn next(
+    streams: &mut tokio::sync::mpsc::UnboundedReceiver<(h2::SendStream<Bytes>, h2::RecvStream)>,
+) -> (h2::SendStream<Bytes>, h2::RecvStream) {
+    timeout(Duration::from_secs(5), streams.recv())
+        .await
+        .expect("a stream within 5 s")
+        .unwrap()
+}
+
+/// Our Listener with `--wire 2022` against a 2022 public side: no control stream, its
+/// spares kept open and replaced as they are used, and HTTP served over each.
+#[tokio::test]
+async fn our_listener_in_2022_mode_serves_a_2022_public_side() {
+    init_tracing();
+    let certs = Certs::new();
+    let (addr, mut streams) = go2022_public(&certs).await;
+    let mut opts = h2rev2_tokio::ListenerOptions::new(
+        &format!("https://localhost:{}", addr.port()),
+        id("001"),
+        certs.client_tls(),
+    )
+    .unwrap();
+    opts.machine.wire = h2rev2_tokio::proto::wire::Wire::Go2022;
+    opts.machine.spares = 2;
+    let listener = bind_listener(opts);
+    listener.wait_up().await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(conn) = listener.accept().await {
+            tokio::spawn(serve_internal_conn(conn));
+        }
+    });
+    // Two spares at once, then one more for each used.
+    let mut parked = vec![next(&mut streams).await, next(&mut streams).await];
+    for i in 0..5 {
+        let conn = parked.remove(0);
+        let answer = http_over(conn, &format!("/get?i={i}")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(&format!("GET /get?i={i}\n")), "{answer}");
+        parked.push(next(&mut streams).await);
+    }
+    // Several at once.
+    let answers = futures_util::future::join_all(
+        parked
+            .drain(..)
+            .enumerate()
+            .map(|(i, c)| async move { http_over(c, &format!("/get?p={i}")).await }),
+    )
+    .await;
+    for (i, a) in answers.iter().enumerate() {
+        assert!(a.ends_with(&format!("GET /get?p={i}\n")), "{a}");
+    }
+    // No more than the spares are kept open ahead of use.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = 0;
+    while streams.try_recv().is_ok() {
+        extra += 1;
+    }
+    assert!(extra <= 2, "{extra} streams beyond the spares");
+}
+
+/// Without `--wire`, our Listener against a 2022 public side tells it by the HTTP
+/// request that arrives on its control stream, and switches to the 2022 wire.
+#[tokio::test]
+async fn our_listener_detects_a_2022_public_side() {
+    init_tracing();
+    let certs = Certs::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(tls::server_config(certs.identity.clone(), None).unwrap());
+    let (tx, mut streams) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(io) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut conn = h2::server::handshake(io).await.unwrap();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let ct = req.headers().contains_key("content-type");
+                    let resp = http::Response::builder().status(200).body(()).unwrap();
+                    let send = respond.send_response(resp, false).unwrap();
+                    let _ = tx.send((ct, (send, req.into_body())));
+                }
+            });
+        }
+    });
+    let mut opts = h2rev2_tokio::ListenerOptions::new(
+        &format!("https://localhost:{}", addr.port()),
+        id("001"),
+        certs.client_tls(),
+    )
+    .unwrap();
+    opts.machine.backoff_initial = Duration::from_millis(50);
+    let our = bind_listener(opts);
+    let accepting = our.incoming();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut accepting = std::pin::pin!(accepting);
+        while let Some(conn) = accepting.next().await {
+            tokio::spawn(serve_internal_conn(conn));
+        }
+    });
+    // The first stream is its control stream; the 2022 side hands it to a dial, whose
+    // request the Listener cannot serve (that dial fails, as against any Listener of
+    // the current wire).
+    let (ct, control) = timeout(Duration::from_secs(5), streams.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!ct, "the control request has no content type");
+    let lost = try_http_over(control, "/get?lost").await;
+    assert!(lost.is_err(), "{lost:?}");
+    // From then on: 2022 streams, which serve requests.
+    let (ct, conn) = loop {
+        let (ct, c) = timeout(Duration::from_secs(5), streams.recv())
+            .await
+            .expect("a stream after the switch")
+            .unwrap();
+        if ct {
+            break (ct, c);
+        }
+    };
+    assert!(ct);
+    let answer = http_over(conn, "/get?after").await;
+    assert!(answer.ends_with("GET /get?after\n"), "{answer}");
+    assert_eq!(our.status(), h2rev2_tokio::Status::Up);
+}
