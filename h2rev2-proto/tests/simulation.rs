@@ -11,7 +11,7 @@
 //! Nothing here reads a clock or the OS's randomness: a scenario run twice with the same
 //! seed produces the same trace (checked by `same_seed_same_trace`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,9 @@ use h2rev2_proto::dialer::{
 };
 use h2rev2_proto::listener::{self, Listener, ListenerConfig, RequestId, State};
 use h2rev2_proto::registry::SessionKey;
-use h2rev2_proto::wire::{Command, Decoder, DialerId, Route, RouteConfig};
+use h2rev2_proto::wire::{
+    Command, Decoder, DialerId, GO2022_CONTENT_TYPE, Route, RouteConfig, Wire,
+};
 
 // ---- the harness --------------------------------------------------------------------
 
@@ -110,6 +112,13 @@ enum Msg {
         request: RequestId,
         reason: String,
     },
+    /// 2022 wire: a stream handed to a dial was used (or, for a 2022 Listener, is
+    /// finished).
+    DataUsed {
+        peer: usize,
+        conn: ConnId,
+        request: RequestId,
+    },
     Disconnected {
         peer: usize,
         conn: ConnId,
@@ -156,6 +165,10 @@ struct Peer {
     received: Vec<Command>,
     recv_decoder: Decoder,
     ups: usize,
+    /// 2022 wire: how long after a dial takes one of its streams the Listener hears
+    /// that it was used ([`listener::Event::DataUsed`]). A 2022 Go Listener opens its
+    /// next stream once the last one is finished: set to how long a conn lasts.
+    used_after: Duration,
 }
 
 struct Sim {
@@ -269,6 +282,7 @@ impl Sim {
             received: Vec::new(),
             recv_decoder: Decoder::new(),
             ups: 0,
+            used_after: Duration::ZERO,
         });
         self.drain_listener(peer);
         peer
@@ -591,9 +605,20 @@ impl Sim {
                         "{stream:?} handed out twice"
                     );
                     let info = self.streams[&stream].clone();
-                    let StreamRole::Data { token, .. } = info.role else {
+                    let StreamRole::Data { token, request } = info.role else {
                         panic!("a control stream handed to {dial:?}");
                     };
+                    if self.peers[info.peer].listener.wire() == Wire::Go2022 {
+                        let at = self.lat() + self.peers[info.peer].used_after;
+                        self.schedule(
+                            at,
+                            Msg::DataUsed {
+                                peer: info.peer,
+                                conn: info.conn,
+                                request,
+                            },
+                        );
+                    }
                     let at = self.now;
                     self.outcomes.insert(
                         dial,
@@ -636,7 +661,13 @@ impl Sim {
                 if self.dead_conns.contains(&conn) {
                     return;
                 }
-                let request = parse(&self.routes, &path_and_query).expect("routable");
+                // The adapter classifies by the content type, which a Listener's
+                // adapter sets on the 2022 wire.
+                let octet = (self.peers[peer].listener.wire() == Wire::Go2022)
+                    .then_some(GO2022_CONTENT_TYPE.as_bytes());
+                let request = parse(&self.routes, &path_and_query)
+                    .expect("routable")
+                    .classify(octet);
                 if !matches!(self.streams[&stream].role, StreamRole::Control) {
                     self.arrivals.push(stream);
                 }
@@ -730,6 +761,15 @@ impl Sim {
             } => {
                 if !self.dead_conns.contains(&conn) {
                     self.listener_event(peer, conn, listener::Event::DataFailed { request, reason })
+                }
+            }
+            Msg::DataUsed {
+                peer,
+                conn,
+                request,
+            } => {
+                if !self.dead_conns.contains(&conn) {
+                    self.listener_event(peer, conn, listener::Event::DataUsed { request })
                 }
             }
             Msg::Disconnected { peer, conn, reason } => {
@@ -1436,4 +1476,182 @@ fn same_seed_same_trace() {
     let a = mixed_scenario(7);
     assert_eq!(a, mixed_scenario(7));
     assert_ne!(a, mixed_scenario(8), "the seed matters");
+}
+
+// ---- the 2022 wire (issue 14) ---------------------------------------------------------
+
+/// A 2022 Go Listener, played by our machine on the 2022 wire with one spare whose
+/// replacement is opened only once the last stream is finished: one reverse
+/// connection at a time. Our Dialer parks each stream, writes nothing into any, and
+/// queues 20 parallel dials for the next streams, in order; a dial no stream reaches
+/// in time times out (504), none fails for want of a session.
+#[test]
+fn a_2022_listener_serves_queued_dials_one_stream_at_a_time() {
+    for seed in 0..8 {
+        let mut sim = Sim::new(anonymous_config(), seed);
+        sim.jitter = Duration::from_millis(5);
+        let mut cfg = listener_config("go", false, 1);
+        cfg.wire = Wire::Go2022;
+        let peer = sim.add_listener(cfg, None);
+        sim.peers[peer].used_after = Duration::from_millis(150);
+        sim.run_until_up(&[peer]);
+        sim.run_for(Duration::from_millis(100));
+        assert_eq!(sim.stats(), (1, 1, 0, 1), "one session, one parked stream");
+        let dials: Vec<DialId> = (0..20).map(|_| sim.dial("go")).collect();
+        sim.run_for(Duration::from_secs(12));
+        let mut last = None;
+        for d in &dials {
+            let (stream, p, _, at) = sim.ready(*d);
+            assert_eq!(p, peer);
+            // In order, one stream after the other.
+            assert!(
+                last.is_none_or(|l| l < at),
+                "seed {seed}: {d:?} out of order"
+            );
+            last = Some(at);
+            assert!(sim.handed_out.contains(&stream));
+        }
+        // No control stream, nothing written into any stream.
+        assert_eq!(sim.peers[peer].control, None);
+        assert!(sim.conn_readies.is_empty(), "seed {seed}");
+        assert!(sim.peers[peer].sent_control.is_empty());
+        assert!(sim.resets.is_empty(), "seed {seed}: {:?}", sim.resets);
+
+        // Streams that come too slowly: the dials past the deadline time out.
+        sim.peers[peer].used_after = Duration::from_secs(4);
+        let _ = sim.dial("go"); // takes the parked stream
+        let late: Vec<DialId> = (0..4).map(|_| sim.dial("go")).collect();
+        sim.run_for(Duration::from_secs(30));
+        let timeouts = late
+            .iter()
+            .filter(|d| {
+                matches!(
+                    sim.outcome(**d),
+                    Some(Outcome::Failed {
+                        error: DialError::Timeout,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert!(timeouts >= 1, "seed {seed}");
+        assert!(
+            late.iter().all(|d| matches!(
+                sim.outcome(*d),
+                Some(Outcome::Ready { .. })
+                    | Some(Outcome::Failed {
+                        error: DialError::Timeout,
+                        ..
+                    })
+            )),
+            "seed {seed}"
+        );
+    }
+}
+
+/// Our Listener on the 2022 wire against a 2022 public side (a model of the Go
+/// `ReversePool` of April 2022: every stream is a conn, handed to the next dial; a
+/// dial waits up to 5 s). N spares stay open and are replaced as they are used; no
+/// control stream is ever opened; every dial is served.
+#[test]
+fn our_2022_listener_against_a_2022_public_side() {
+    #[derive(Debug)]
+    enum Ev {
+        Connected,
+        /// The public side received a stream and answered 200.
+        Arrived(RequestId),
+        Opened(RequestId),
+        Dial(u32),
+        Used(RequestId),
+    }
+    for seed in 0..8u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let lat = Duration::from_millis(10);
+        let mut cfg = listener_config("go", true, 3);
+        cfg.wire = Wire::Go2022;
+        let mut l = Listener::new(cfg, seed);
+        let mut queue: BTreeMap<(Instant, u64), Ev> = BTreeMap::new();
+        let mut seq = 0u64;
+        let mut push = |q: &mut BTreeMap<(Instant, u64), Ev>, at: Instant, ev: Ev| {
+            seq += 1;
+            q.insert((at, seq), ev);
+        };
+        // 40 dials at seeded times over 4 s.
+        for n in 0..40 {
+            let at = t0 + Duration::from_millis(200 + rng.u64(0..4000));
+            push(&mut queue, at, Ev::Dial(n));
+        }
+        let mut parked: VecDeque<RequestId> = VecDeque::new();
+        let mut waiting: VecDeque<(u32, Instant)> = VecDeque::new();
+        let mut served: Vec<(u32, Duration)> = Vec::new();
+        let mut open = 0usize;
+        let mut max_unused = 0usize;
+        loop {
+            while let Some(a) = l.poll_action() {
+                match a {
+                    listener::Action::Connect => push(&mut queue, now + lat, Ev::Connected),
+                    listener::Action::OpenData {
+                        request,
+                        path_and_query,
+                    } => {
+                        let r = parse(&RouteConfig::default(), &path_and_query).unwrap();
+                        assert_eq!((r.role, r.conn), (None, None), "{path_and_query}");
+                        open += 1;
+                        push(&mut queue, now + lat, Ev::Arrived(request));
+                    }
+                    listener::Action::Up | listener::Action::Down { .. } => {}
+                    other => panic!("seed {seed}: {other:?} on the 2022 wire"),
+                }
+            }
+            let Some(((at, _), ev)) = queue.pop_first() else {
+                break;
+            };
+            now = at;
+            match ev {
+                Ev::Connected => l.handle_event(now, listener::Event::Connected),
+                Ev::Arrived(r) => {
+                    // Handed to the oldest waiting dial still within its 5 s, else parked.
+                    let mut taken = false;
+                    while let Some((d, since)) = waiting.pop_front() {
+                        if now - since <= Duration::from_secs(5) {
+                            served.push((d, now - since));
+                            push(&mut queue, now + lat, Ev::Used(r));
+                            taken = true;
+                            break;
+                        }
+                    }
+                    if !taken {
+                        parked.push_back(r);
+                    }
+                    push(&mut queue, now + lat, Ev::Opened(r));
+                }
+                Ev::Opened(r) => l.handle_event(now, listener::Event::DataOpened { request: r }),
+                Ev::Dial(d) => match parked.pop_front() {
+                    Some(r) => {
+                        served.push((d, Duration::ZERO));
+                        push(&mut queue, now + lat, Ev::Used(r));
+                    }
+                    None => waiting.push_back((d, now)),
+                },
+                Ev::Used(r) => {
+                    open -= 1;
+                    l.handle_event(now, listener::Event::DataUsed { request: r })
+                }
+            }
+            max_unused = max_unused.max(open);
+        }
+        assert_eq!(served.len(), 40, "seed {seed}: every dial served");
+        assert!(waiting.is_empty());
+        // Never more than the spares open and unused (plus one being replaced).
+        assert!(max_unused <= 3, "seed {seed}: {max_unused}");
+        // Replaced as used: three spares wait at the end.
+        assert_eq!(parked.len(), 3, "seed {seed}");
+        // A replacement is two latencies away: a dial waits at most that long.
+        assert!(
+            served.iter().all(|(_, w)| *w <= Duration::from_millis(100)),
+            "seed {seed}: {served:?}"
+        );
+    }
 }
