@@ -335,6 +335,61 @@ async fn http_proxy_reaches_the_internal_server<B: Binding>() {
     assert!(resp.ends_with("internal /hello?x=1"), "{resp}");
 }
 
+/// Waits until the server holds `n` parked spares.
+async fn spares(server: &h2rev2_driver::Server, n: usize) {
+    for _ in 0..500 {
+        if server.stats().await.spares == n {
+            return;
+        }
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+    panic!("spares stayed at {:?}", server.stats().await);
+}
+
+/// Issue 14: our Listener on the 2022 wire (no control stream) against our server,
+/// which tells it by its content type: its spares are parked, each dial takes one,
+/// and the Listener replaces it once used.
+async fn a_2022_wire_listener_against_our_server<B: Binding>() {
+    let certs = Certs::new();
+    let (server, addr) = B::serve(token_config("old", "tok"), Some(certs.server_tls())).await;
+    let mut o = opts(addr, &certs, "old", "tok");
+    o.machine.wire = h2rev2_proto::wire::Wire::Go2022;
+    o.machine.spares = 2;
+    let listener = Arc::new(B::listener(o));
+    up(&listener).await;
+    spares(&server, 2).await;
+    let serving = listener.clone();
+    let rt = server.runtime().clone();
+    // Echoes every conn (which dial gets which spare is the server's choice).
+    rt.clone().spawn(async move {
+        while let Ok(mut conn) = serving.accept().await {
+            rt.spawn(async move {
+                let mut buf = Vec::new();
+                if conn.read_to_end(&mut buf).await.is_ok() {
+                    let _ = conn.write_all(&buf).await;
+                    let _ = conn.shutdown().await;
+                }
+            });
+        }
+    });
+    for i in 0..5u8 {
+        let mut d = with_timeout(Duration::from_secs(5), server.dial(&id("old")))
+            .await
+            .unwrap();
+        d.write_all(&[i; 1000]).await.unwrap();
+        d.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        with_timeout(Duration::from_secs(5), d.read_to_end(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(back, vec![i; 1000]);
+        // Replaced: two spares again, still one session (no control stream).
+        spares(&server, 2).await;
+    }
+    let stats = server.stats().await;
+    assert_eq!((stats.sessions, stats.pending_dials), (1, 0), "{stats:?}");
+}
+
 macro_rules! scenario {
     ($name:ident) => {
         mod $name {
@@ -360,3 +415,4 @@ scenario!(ids_bound_to_client_certificates);
 scenario!(silent_cleartext_clients_are_cut_after_the_handshake_timeout);
 scenario!(metrics_count_sessions_dials_and_bytes);
 scenario!(http_proxy_reaches_the_internal_server);
+scenario!(a_2022_wire_listener_against_our_server);
