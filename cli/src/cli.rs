@@ -60,6 +60,9 @@ pub enum Command {
     /// internal hello server and a client, all on loopback. Prints curl commands.
     #[command(after_help = DEMO_AFTER)]
     Demo(DemoArgs),
+    /// Show a running server's sessions as a table, from its admin endpoint
+    /// (`h2rev2 server --admin ADDR`).
+    Status(StatusArgs),
     /// The original Go command line (`h2rev2 [-public] -cert ... HOST PORT`).
     #[command(hide = true)]
     Legacy(LegacyArgs),
@@ -204,9 +207,8 @@ pub struct ServerArgs {
     /// (repeatable). The client relays each connection to its --tcp-target.
     #[arg(long = "tcp", value_name = "ADDR=ID")]
     pub tcp: Vec<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
     #[command(flatten)]
     pub routes: RouteArgs,
     /// Seconds a dial waits for the client's reverse connection (504 after that).
@@ -223,6 +225,36 @@ pub struct ServerArgs {
     /// `--config`, `--print-config`.
     #[command(flatten)]
     pub file: ConfigArgs,
+}
+
+/// The admin endpoint of the public server.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Admin endpoint")]
+pub struct AdminArgs {
+    /// Serve the admin endpoint on plain HTTP at ADDR (keep it private, e.g.
+    /// 127.0.0.1:9100): /metrics (Prometheus), /healthz, /readyz, /api/sessions (JSON)
+    /// and a status page at /. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// The older name of --admin (the same endpoint, /metrics included); both may be
+    /// given, for two addresses.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// A file whose first line is a token: every admin route but /healthz then needs
+    /// `Authorization: Bearer TOKEN` (401 otherwise).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// `h2rev2 status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The server's admin endpoint, e.g. http://127.0.0.1:9100.
+    #[arg(long, value_name = "URL")]
+    pub admin: String,
+    /// The admin token file, if the server has one (--admin-token-file).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Limits of the public server. The defaults are safe on the public internet.

@@ -221,7 +221,9 @@ settings! {
         anonymous_id: Vec<String> => anonymous_ids;
         default_id: Option<String> => default_id;
         tcp: Vec<String> => tcp;
-        metrics: Option<SocketAddr> => metrics;
+        admin: Option<SocketAddr> => admin.admin;
+        metrics: Option<SocketAddr> => admin.metrics;
+        admin_token_file: Option<PathBuf> => admin.admin_token_file;
         dialer_path: String => routes.dialer_path;
         dialer_key: String => routes.dialer_key;
         dial_timeout: u64 => dial_timeout;

@@ -93,7 +93,8 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         self_signed: None,
         config,
         tcp: Vec::new(),
-        metrics: args.metrics,
+        admin: crate::server::admin_addrs(None, args.metrics),
+        admin_token: None,
     })
     .await
     .map_err(|mut e| {
@@ -158,7 +159,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
          \x20     --id {id} --proxy-host http://127.0.0.1:8000\n"
     );
     if let Some(m) = args.metrics {
-        out.push_str(&format!("\nMetrics: curl http://{m}/metrics\n"));
+        out.push_str(&format!(
+            "\nMetrics: curl http://{m}/metrics\nStatus page: http://{m}/\n"
+        ));
     }
     out.push('\n');
     let mut stdout = std::io::stdout().lock();

@@ -64,7 +64,8 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
             self_signed: None,
             config,
             tcp: Vec::new(),
-            metrics: None,
+            admin: Vec::new(),
+            admin_token: None,
         };
         server::start(plan)
             .await?

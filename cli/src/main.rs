@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod argv;
 mod certs;
 mod cli;
@@ -21,9 +22,9 @@ mod demo;
 mod error;
 mod legacy;
 mod logging;
-mod metrics_http;
 mod server;
 mod signal;
+mod status;
 mod tokens;
 
 use std::io::Write as _;
@@ -42,6 +43,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Client(a) => client::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Legacy(a) => legacy::run(a).await,
+        Command::Status(a) => status::run(a).await,
     }
 }
 
@@ -79,7 +81,7 @@ fn main() -> ExitCode {
         Command::Server(a) => a.log.log_format,
         Command::Client(a) => a.log.log_format,
         Command::Demo(a) => a.log.log_format,
-        Command::Legacy(_) => LogFormat::Text,
+        Command::Legacy(_) | Command::Status(_) => LogFormat::Text,
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

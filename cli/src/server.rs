@@ -2,6 +2,8 @@
 //! server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use h2rev2_tokio::proto::wire::{DialerId, RouteConfig};
@@ -30,8 +32,10 @@ pub struct ServerPlan {
     pub config: ServerConfig,
     /// TCP forwards: listen address, id.
     pub tcp: Vec<(String, DialerId)>,
-    /// Prometheus endpoint.
-    pub metrics: Option<SocketAddr>,
+    /// Admin endpoints (`--admin`, `--metrics`): each serves every admin route.
+    pub admin: Vec<SocketAddr>,
+    /// The admin endpoints' bearer token (`--admin-token-file`).
+    pub admin_token: Option<String>,
 }
 
 /// A started public server.
@@ -41,6 +45,8 @@ pub struct Running {
     /// Where HTTPS is served.
     pub addr: SocketAddr,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// What `/readyz` reports: cleared when shutdown begins.
+    ready: Arc<AtomicBool>,
 }
 
 /// Parses a dialer id given on the command line.
@@ -179,8 +185,21 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
         self_signed,
         config,
         tcp,
-        metrics: args.metrics,
+        admin: admin_addrs(args.admin.admin, args.admin.metrics),
+        admin_token: args
+            .admin
+            .admin_token_file
+            .as_deref()
+            .map(crate::admin::read_token)
+            .transpose()?,
     })
+}
+
+/// The admin listeners of `--admin` and its older name `--metrics` (one when equal).
+pub fn admin_addrs(admin: Option<SocketAddr>, metrics: Option<SocketAddr>) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = admin.into_iter().chain(metrics).collect();
+    v.dedup();
+    v
 }
 
 /// Binds `addr` (`localhost:PORT` binds 127.0.0.1).
@@ -212,8 +231,16 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
     let tls = tls::server_config(plan.identity, plan.client_roots)
         .map_err(|e| CliError::config(e.to_string()))?;
     let server = Server::new(plan.config);
-    if let Some(m) = plan.metrics {
-        crate::metrics_http::start(m, server.metrics().clone()).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    if !plan.admin.is_empty() {
+        let admin = Arc::new(crate::admin::Admin {
+            server: server.clone(),
+            token: plan.admin_token,
+            ready: ready.clone(),
+        });
+        for a in plan.admin {
+            crate::admin::start(a, admin.clone()).await?;
+        }
     }
     // Only now that every port is ours: a start that fails to bind must not replace the
     // certificate or key of a server still running with them.
@@ -229,11 +256,13 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
         tokio::spawn(server.clone().forward_tcp(l, id));
     }
     let serve = tokio::spawn(server.clone().serve(listener, tls));
+    ready.store(true, Relaxed);
     info!("Serving on https://{addr}");
     Ok(Running {
         server,
         addr,
         serve,
+        ready,
     })
 }
 
@@ -252,6 +281,7 @@ impl Running {
             }
             sig = signal::wait() => sig,
         };
+        self.ready.store(false, Relaxed);
         info!(
             "received {sig}: shutting down (up to {}s; send it again to quit now)",
             grace.as_secs()

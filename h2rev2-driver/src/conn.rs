@@ -50,7 +50,7 @@ pub struct RevConn {
     label: String,
     metrics: Option<Arc<Metrics>>,
     /// Counts this conn on its tunnel while it lives (the public side's).
-    _slot: Option<crate::tunnel::ConnSlot>,
+    slot: Option<crate::tunnel::ConnSlot>,
     /// Told once the stream is used: its first byte (or its end) arrived, or the conn
     /// was dropped (a 2022-wire Listener replaces its spares so).
     used: Option<tokio::sync::oneshot::Sender<()>>,
@@ -107,7 +107,7 @@ impl RevConn {
             send_wakers: Arc::default(),
             label,
             metrics: None,
-            _slot: None,
+            slot: None,
             used: None,
         }
     }
@@ -128,7 +128,7 @@ impl RevConn {
 
     /// Counts this conn among its tunnel's open conns until it is dropped.
     pub(crate) fn with_slot(mut self, slot: crate::tunnel::ConnSlot) -> Self {
-        self._slot = Some(slot);
+        self.slot = Some(slot);
         self
     }
 
@@ -241,6 +241,9 @@ impl AsyncRead for RevConn {
                     if let Some(m) = &this.metrics {
                         m.bytes_in.fetch_add(n as u64, Relaxed);
                     }
+                    if let Some(slot) = &this.slot {
+                        slot.read(n);
+                    }
                     this.release_credit();
                     return Poll::Ready(Ok(()));
                 }
@@ -280,6 +283,9 @@ impl AsyncWrite for RevConn {
                 Write::Accepted(n) => {
                     if let Some(m) = &this.metrics {
                         m.bytes_out.fetch_add(n as u64, Relaxed);
+                    }
+                    if let Some(slot) = &this.slot {
+                        slot.wrote(n);
                     }
                     // Best effort: errors surface on the next call.
                     let _ = this.drive_send(Side::Writer, cx);

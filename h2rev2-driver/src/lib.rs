@@ -13,7 +13,7 @@
 //! | `conn` | [`RevConn`]: one h2 stream pair as a byte connection, tokio and futures-io |
 //! | `proxy`, `connector` | the HTTP reverse proxy on hyper (over [`Rt`] as hyper's executor and timer), [`DialConnector`] |
 //! | [`settings`], `keepalive` | h2 builders with the core's [`H2Settings`], PING keep-alive |
-//! | [`metrics`], `identity` | counters with a Prometheus rendering; client-certificate identities |
+//! | [`metrics`], [`sessions`], `identity` | counters with a Prometheus rendering (prometheus-client); live sessions for an admin view; client-certificate identities |
 //!
 //! No tokio runtime is started here: channels are tokio's runtime-agnostic `sync`
 //! types, I/O is tokio's traits (which h2 needs), and every task and timer comes from
@@ -34,6 +34,7 @@ mod proxy;
 mod relay;
 pub mod runtime;
 mod server;
+pub mod sessions;
 pub mod settings;
 pub mod stack;
 mod tunnel;
@@ -58,5 +59,6 @@ pub use runtime::{Rt, Runtime, Task, Timer};
 /// The rustls crate the drivers are built with (its config types are in their API).
 pub use rustls;
 pub use server::{Accepted, Server, ServerConfig, TlsPeer};
+pub use sessions::{RecentError, SessionInfo};
 pub use settings::H2Settings;
 pub use stack::{Connector, Stack};

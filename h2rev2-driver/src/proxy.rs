@@ -418,9 +418,183 @@ fn refuse_caller(
     }
 }
 
-/// Forwards `req` to the Listener `id` as `path_and_query`.
+/// Forwards `req` to the Listener `id` as `path_and_query`; once the response body
+/// is done (or dropped), writes its access log line (target `h2rev2::access`) and
+/// counts it in the metrics.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
+    server: &Server,
+    req: Request<ProxyBody>,
+    id: DialerId,
+    path_and_query: String,
+    prefix: Option<String>,
+    peer: SocketAddr,
+    identities: Arc<[String]>,
+    tls: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let started = server.inner.rt.now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = forward_inner(
+        server,
+        req,
+        id.clone(),
+        path_and_query,
+        prefix,
+        peer,
+        identities,
+        tls,
+        client_upgrade,
+    )
+    .await;
+    let status = resp.status();
+    resp.map(|inner| {
+        AccessBody {
+            inner,
+            bytes: 0,
+            line: Some(AccessLine {
+                server: server.clone(),
+                method,
+                id,
+                path,
+                peer,
+                status,
+                started,
+            }),
+        }
+        .boxed()
+    })
+}
+
+/// What the access log line of one request says, written when its body is done.
+struct AccessLine {
+    server: Server,
+    method: http::Method,
+    id: DialerId,
+    path: String,
+    peer: SocketAddr,
+    status: StatusCode,
+    started: std::time::Instant,
+}
+
+impl AccessLine {
+    fn write(self, bytes: u64, complete: bool) {
+        let took = self
+            .server
+            .inner
+            .rt
+            .now()
+            .saturating_duration_since(self.started);
+        self.server
+            .metrics()
+            .observe_request(self.id.as_str(), self.status.as_u16(), took);
+        tracing::info!(
+            target: "h2rev2::access",
+            method = %self.method,
+            id = %self.id,
+            path = %self.path,
+            status = self.status.as_u16(),
+            bytes,
+            duration_ms = took.as_secs_f64() * 1000.0,
+            peer = %self.peer,
+            complete,
+            "{} {} {}",
+            self.method,
+            self.path,
+            self.status.as_u16(),
+        );
+    }
+}
+
+/// A response body that counts the bytes sent to the Client and writes the access
+/// line when it ends, fails or is dropped.
+struct AccessBody {
+    inner: ProxyBody,
+    bytes: u64,
+    line: Option<AccessLine>,
+}
+
+impl Body for AccessBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    if let Some(line) = this.line.take() {
+                        line.write(this.bytes, true);
+                    }
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(line) = this.line.take() {
+                    line.write(this.bytes, false);
+                }
+            }
+            None => {
+                if let Some(line) = this.line.take() {
+                    line.write(this.bytes, true);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AccessBody {
+    fn drop(&mut self) {
+        if let Some(line) = self.line.take() {
+            // Never polled to the end: complete only if there was nothing left.
+            let complete = self.inner.is_end_stream();
+            line.write(self.bytes, complete);
+        }
+    }
+}
+
+/// The `kind` label of an upstream failure, from [`upstream_failure`]'s words.
+fn upstream_kind(what: &str) -> &'static str {
+    match what {
+        "closed the connection without a response" => "closed",
+        "timed out" => "timeout",
+        "refused the connection" => "refused",
+        "reset the connection" => "reset",
+        "could not be reached" => "unreachable",
+        _ => "failed",
+    }
+}
+
+/// The `kind` label of a failed dial (as in `h2rev2_dial_errors_total`).
+fn dial_kind(d: &DialError) -> &'static str {
+    let i = match d {
+        DialError::NoSession => 0,
+        DialError::Timeout => 1,
+        DialError::PickupFailed(_) => 2,
+        DialError::SessionClosed(_) => 3,
+        DialError::Limit(_) => 4,
+    };
+    crate::metrics::DIAL_ERROR_KINDS[i]
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_inner(
     server: &Server,
     req: Request<ProxyBody>,
     id: DialerId,
@@ -512,6 +686,11 @@ pub(crate) async fn forward(
         .await
     else {
         info!(%id, timeout = ?limits.response_timeout, "proxy: no response in time");
+        server.metrics().upstream_error("response_timeout");
+        server
+            .inner
+            .sessions
+            .failed(&id, "proxy: no response in time");
         return text(
             StatusCode::GATEWAY_TIMEOUT,
             format!("h2rev2: {id}: the internal server did not answer in time\n"),
@@ -522,6 +701,7 @@ pub(crate) async fn forward(
         Err(e) => {
             return match dial_error(&e) {
                 Some(d) => {
+                    server.metrics().upstream_error(dial_kind(d));
                     if *d == DialError::NoSession {
                         forget_client(server, &id);
                     }
@@ -533,6 +713,11 @@ pub(crate) async fn forward(
                 None => {
                     let (status, what) = upstream_failure(&e);
                     info!(%id, error = ?e, "proxy: the reverse connection {what}");
+                    server.metrics().upstream_error(upstream_kind(what));
+                    server
+                        .inner
+                        .sessions
+                        .failed(&id, &format!("proxy: the reverse connection {what}"));
                     text(
                         status,
                         format!("h2rev2: {id}: the reverse connection {what}\n"),

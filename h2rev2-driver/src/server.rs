@@ -36,6 +36,7 @@ use crate::conn::RevConn;
 use crate::io::BoxIo;
 use crate::metrics::Metrics;
 use crate::runtime::Rt;
+use crate::sessions::{SessionInfo, SessionTable};
 use crate::settings::H2Settings;
 use crate::tunnel::{ConnSlot, TunnelShare};
 
@@ -120,7 +121,7 @@ impl Default for ServerConfig {
     }
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Revdial {
         conn: ConnId,
         stream: StreamId,
@@ -158,11 +159,15 @@ enum Cmd {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    /// [`Server::sessions`].
+    Sessions {
+        reply: oneshot::Sender<Vec<SessionInfo>>,
+    },
 }
 
 pub(crate) struct Inner {
     pub(crate) rt: Rt,
-    cmd: mpsc::UnboundedSender<Cmd>,
+    pub(crate) cmd: mpsc::UnboundedSender<Cmd>,
     pub(crate) config: ServerConfig,
     next: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
@@ -176,6 +181,8 @@ pub(crate) struct Inner {
     /// Accept loops of the bindings still running (their sockets still bound):
     /// [`Server::shutdown`] returns after they ended, so the port can be bound again.
     pub(crate) accept_loops: std::sync::atomic::AtomicUsize,
+    /// Live sessions and recent errors, for [`Server::sessions`].
+    pub(crate) sessions: Arc<SessionTable>,
 }
 
 /// The public server (the Go package's `ReversePool`), on any [`Rt`]. Cheap to clone:
@@ -220,6 +227,7 @@ impl Server {
         let seed = fastrand::u64(..);
         let dialer = Dialer::new(config.dialer.clone(), seed);
         let (shutdown, _) = watch::channel(None);
+        let sessions = Arc::new(SessionTable::default());
         let inner = Arc::new(Inner {
             rt: rt.clone(),
             cmd: tx.clone(),
@@ -230,6 +238,7 @@ impl Server {
             shutdown,
             clients: Mutex::new(Default::default()),
             accept_loops: Default::default(),
+            sessions: sessions.clone(),
         });
         let driver = Driver {
             dialer,
@@ -243,6 +252,7 @@ impl Server {
             conn_config: inner.config.conn,
             refusals: RefusalThrottle::new(inner.config.refusals),
             rt: rt.clone(),
+            sessions,
         };
         rt.spawn(driver.run(rx));
         Server { inner }
@@ -326,6 +336,7 @@ impl Server {
                     DialError::Limit(_) => 4,
                 };
                 m.dial_errors[slot].fetch_add(1, Relaxed);
+                self.inner.sessions.failed(id, &format!("dial failed: {e}"));
                 info!(%id, error = %e, "dial failed");
             }
         }
@@ -872,6 +883,8 @@ struct Driver {
     conn_config: ConnConfig,
     /// Per-address counts of refused revdial requests: what to log, when to answer.
     refusals: RefusalThrottle<IpAddr>,
+    /// What [`Server::sessions`] reports.
+    sessions: Arc<SessionTable>,
 }
 
 impl Driver {
@@ -954,6 +967,11 @@ impl Driver {
                 let _ = reply.send(self.dialer.stats());
                 Ok(())
             }
+            Cmd::Sessions { reply } => {
+                let dialer = &self.dialer;
+                let _ = reply.send(self.sessions.snapshot(|k| dialer.session_spares(k)));
+                Ok(())
+            }
         };
         if let Err(e) = result {
             // A bug in this adapter; say so loudly, but keep serving.
@@ -1016,8 +1034,9 @@ impl Driver {
                         }
                     };
                     match kind {
-                        StreamKind::Control(_) => {
+                        StreamKind::Control(key) => {
                             info!(%id, %peer, "created reverse connection control stream");
+                            self.sessions.up(key, &id, peer, tunnel.clone());
                             tunnel.became_tunnel.notify_one();
                             self.controls.insert(stream, send);
                             if let Some(tx) = self.cmd_tx.upgrade() {
@@ -1150,6 +1169,7 @@ impl Driver {
                 } => {
                     self.metrics.sessions.fetch_sub(1, Relaxed);
                     self.metrics.sessions_ended.fetch_add(1, Relaxed);
+                    self.sessions.down(session, &id, &reason);
                     info!(%id, session = session.index(), "session down: {reason}");
                 }
             }

@@ -401,6 +401,11 @@ impl Dialer {
         }
     }
 
+    /// Spare streams parked for the session `key` now; `None` once it has ended.
+    pub fn session_spares(&self, key: SessionKey) -> Option<usize> {
+        self.sessions.get(key).map(|s| s.spares.len())
+    }
+
     /// Whether `id` has at least one live session.
     pub fn has_session(&self, id: &DialerId) -> bool {
         !self.sessions.sessions(id).is_empty()

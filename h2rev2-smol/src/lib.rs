@@ -155,6 +155,7 @@ pub mod tls;
 
 pub use binding::{Connector, Listener, Server};
 pub use h2rev2_driver as driver;
+pub use h2rev2_driver::sessions::{self, RecentError, SessionInfo};
 pub use h2rev2_driver::{
     BoxError, CertIdentity, ConnectError, DialConnector, H2Settings, ListenerOptions, Metrics,
     OptionsError, ProxyBody, ProxyService, RevConn, ServerConfig, Status, metrics, settings,
