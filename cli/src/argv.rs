@@ -16,7 +16,7 @@ use clap::CommandFactory;
 use crate::cli::Cli;
 
 /// Subcommands a user may name.
-const SUBCOMMANDS: [&str; 4] = ["server", "client", "demo", "help"];
+const SUBCOMMANDS: [&str; 5] = ["server", "client", "demo", "status", "help"];
 
 /// Rewrites `args` (with the program name first) as described in the module docs.
 pub fn rewrite(args: Vec<OsString>) -> Vec<OsString> {

@@ -168,7 +168,11 @@ impl Proc {
         let all = format!("{}\n{}", self.stdout(), self.stderr());
         let line = all.lines().find(|l| l.contains(prefix)).unwrap();
         let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
-        rest.split_whitespace().next().unwrap_or("").to_string()
+        // Up to a space, or to the quote that ends it in a JSON log line.
+        rest.split(|c: char| c.is_whitespace() || c == '"')
+            .next()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Whether the process has not exited yet.
