@@ -25,6 +25,10 @@ The original Go command line also works as it was (single-dash flags):
 Settings can come from a TOML file (`server --config FILE`, `client --config FILE`),
 one key per long flag; `--print-config` shows the result.
 
+Status page, metrics, health checks: `h2rev2 server --admin 127.0.0.1:9100` (then
+http://127.0.0.1:9100/), and the sessions as a table:
+  h2rev2 status --admin http://127.0.0.1:9100
+
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less detail, and
 --log-format json for one JSON object per line. SIGHUP is logged and ignored.
 
