@@ -214,6 +214,20 @@ fn admin_routes_status_command_token_and_access_log() {
         "{metrics}"
     );
 
+    // No Listener holds `ghost`: an upstream error of kind no_session.
+    let url = format!("{}/proxy/ghost/x", t.server.url);
+    let (status, _) = get(&url, &["--cacert", &t.server.cert]);
+    assert!(status >= 500, "{status}");
+    let (_, metrics) = get(&format!("http://{admin}/metrics"), &["-H", bearer]);
+    assert_eq!(
+        sample(
+            &metrics,
+            "h2rev2_upstream_errors_total{kind=\"no_session\"} "
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
     // h2rev2 status prints the session as a table; without the token it is refused.
     let status = Command::new(bin())
         .args(["status", "--admin", &format!("http://{admin}")])

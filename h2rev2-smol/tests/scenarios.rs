@@ -285,6 +285,52 @@ async fn metrics_count_sessions_dials_and_bytes<B: Binding>() {
     }
 }
 
+/// `Server::sessions` on both runtimes: the live session with its peer, open conns
+/// and bytes each way; gone once the Listener closes.
+async fn sessions_report_peers_conns_and_bytes<B: Binding>() {
+    let certs = Certs::new();
+    let (server, addr) = B::serve(token_config("box", "tok"), Some(certs.server_tls())).await;
+    let listener = B::listener(opts(addr, &certs, "box", "tok"));
+    up(&listener).await;
+    let name = id("box");
+    let (dialed, accepted) = futures_util::join!(server.dial(&name), listener.accept());
+    let (mut dialed, mut accepted) = (dialed.unwrap(), accepted.unwrap());
+    dialed.write_all(b"0123456789").await.unwrap();
+    dialed.flush().await.unwrap();
+    let mut buf = [0u8; 10];
+    accepted.read_exact(&mut buf).await.unwrap();
+    accepted.write_all(b"abc").await.unwrap();
+    accepted.flush().await.unwrap();
+    let mut back = [0u8; 3];
+    dialed.read_exact(&mut back).await.unwrap();
+    let sessions = server.sessions().await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let s = &sessions[0];
+    assert_eq!(s.id, name);
+    assert!(s.peer.ip().is_loopback(), "{s:?}");
+    assert_eq!(s.open_conns, 1, "{s:?}");
+    assert_eq!(
+        (s.bytes_to_listener, s.bytes_from_listener),
+        (10, 3),
+        "{s:?}"
+    );
+    assert!(s.since <= std::time::SystemTime::now());
+    drop((dialed, accepted));
+    listener.close();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !server.sessions().await.is_empty() {
+        assert!(Instant::now() < until, "the session never ended");
+        server.runtime().sleep(Duration::from_millis(20)).await;
+    }
+    let recent = server.recent_errors();
+    assert!(
+        recent
+            .iter()
+            .any(|e| e.id == name && e.message.starts_with("session down")),
+        "{recent:?}"
+    );
+}
+
 /// The HTTP proxy on both runtimes: an HTTP/1.1 Client's request on
 /// `/proxy/{id}/…` reaches a tiny HTTP/1.1 server behind the Listener, path stripped.
 async fn http_proxy_reaches_the_internal_server<B: Binding>() {
@@ -414,5 +460,6 @@ scenario!(accepted_conns_outlive_a_closed_listener);
 scenario!(ids_bound_to_client_certificates);
 scenario!(silent_cleartext_clients_are_cut_after_the_handshake_timeout);
 scenario!(metrics_count_sessions_dials_and_bytes);
+scenario!(sessions_report_peers_conns_and_bytes);
 scenario!(http_proxy_reaches_the_internal_server);
 scenario!(a_2022_wire_listener_against_our_server);
