@@ -261,6 +261,18 @@ pub async fn hold_downloads(ep: &Endpoint, tls: &ClientTls, n: usize, bytes: u64
     })
 }
 
+/// Prints the first few failed requests of the run (status or error), so that an
+/// error count comes with its cause.
+fn report_failure<E: std::fmt::Display>(r: &Result<(StatusCode, u64), E>) {
+    static SHOWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+        match r {
+            Ok((status, n)) => eprintln!("e2e: failed request: status {status}, {n} bytes"),
+            Err(e) => eprintln!("e2e: failed request: {e}"),
+        }
+    }
+}
+
 /// Latencies of `GET path` done back to back on `c` for `duration`; a request that
 /// fails or takes longer than `limit` is an error (and is recorded as `limit`).
 pub async fn serial_latency(
@@ -444,8 +456,9 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
                                 record(&mut hist, done - t0);
                             }
                         }
-                        Ok(_) | Err(_) => {
+                        other => {
                             errors += 1;
+                            report_failure(&other);
                             // The connection may be gone: this worker stops.
                             alive = !matches!(c, Client::H1(..));
                         }
