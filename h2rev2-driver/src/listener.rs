@@ -55,13 +55,39 @@ impl fmt::Debug for ListenerOptions {
     }
 }
 
-/// A bad [`ListenerOptions`].
-#[derive(Debug)]
-pub struct OptionsError(String);
+/// A bad [`ListenerOptions`]: what is wrong, with the URL it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// The public server's URL does not parse.
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// `http://` without [`ListenerOptions::cleartext`]: the Listener speaks TLS.
+    PlainHttp(Uri),
+    /// A scheme other than `https://` (or `http://` for cleartext).
+    BadScheme(Uri),
+    /// The URL names no host.
+    NoHost(Uri),
+    /// TLS is asked for and [`ListenerOptions::tls`] is `None`.
+    NoTlsConfig,
+}
 
 impl fmt::Display for OptionsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            OptionsError::BadUrl { url, reason } => write!(f, "bad URL {url:?}: {reason}"),
+            OptionsError::PlainHttp(u) => write!(
+                f,
+                "{u}: plain http is refused: the Listener speaks TLS HTTP/2 (use https://)"
+            ),
+            OptionsError::BadScheme(u) => write!(f, "{u}: expected https://host[:port][/base]"),
+            OptionsError::NoHost(u) => write!(f, "{u}: no host"),
+            OptionsError::NoTlsConfig => f.write_str("TLS config missing"),
+        }
     }
 }
 
@@ -93,7 +119,10 @@ impl ListenerOptions {
     fn build(url: &str, id: DialerId) -> Result<Self, OptionsError> {
         let uri: Uri = url
             .parse()
-            .map_err(|e| OptionsError(format!("bad URL {url:?}: {e}")))?;
+            .map_err(|e: http::uri::InvalidUri| OptionsError::BadUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
         let mut machine = ListenerConfig::new(id);
         machine.routes = RouteConfig::default().with_base(uri.path());
         Ok(ListenerOptions {
@@ -114,23 +143,17 @@ impl ListenerOptions {
         match (scheme, self.cleartext) {
             ("https", false) | ("http", true) => {}
             ("http", false) => {
-                return Err(OptionsError(format!(
-                    "{}: plain http is refused: the Listener speaks TLS HTTP/2 (use https://)",
-                    self.url
-                )));
+                return Err(OptionsError::PlainHttp(self.url.clone()));
             }
             _ => {
-                return Err(OptionsError(format!(
-                    "{}: expected https://host[:port][/base]",
-                    self.url
-                )));
+                return Err(OptionsError::BadScheme(self.url.clone()));
             }
         }
         if self.url.host().is_none_or(str::is_empty) {
-            return Err(OptionsError(format!("{}: no host", self.url)));
+            return Err(OptionsError::NoHost(self.url.clone()));
         }
         if !self.cleartext && self.tls.is_none() {
-            return Err(OptionsError("TLS config missing".into()));
+            return Err(OptionsError::NoTlsConfig);
         }
         Ok(())
     }
