@@ -301,13 +301,14 @@ pub struct LimitArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub body_idle_timeout: u64,
     /// Proxied requests in flight per id; more wait --queue-timeout, then get 503.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_requests_per_id: usize,
     /// Milliseconds a proxied request waits for a free slot of its id.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub queue_timeout: u64,
-    /// Proxied requests in flight per id from one Client IP address; more wait
-    /// --queue-timeout, then get 429.
+    /// One Client IP address's share of an id's requests in flight: past it, the
+    /// address may use the id's free slots but the last quarter; then it waits
+    /// --queue-timeout and gets 429.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_requests_per_client: usize,
     /// KiB that the streams of one client's tunnel may hold unread together: each

@@ -69,15 +69,18 @@ pub struct ProxyLimits {
     /// to `text/event-stream` responses, whose events may be far apart. Default 300 s.
     pub body_idle_timeout: Duration,
     /// Requests forwarded to one id at once; more wait up to `queue_timeout`, then get
-    /// `503`. Default 256.
+    /// `503`. Default 1024.
     pub max_requests_per_id: usize,
     /// How long a request waits for one of `max_requests_per_id` (and of
     /// `max_requests_per_client`). Default 2 s.
     pub queue_timeout: Duration,
-    /// Requests forwarded to one id at once from one Client IP address; more wait up
-    /// to `queue_timeout`, then get `429`. So one address (one attacker, or Clients
-    /// that stop reading) cannot take all of an id's `max_requests_per_id`. Default
-    /// 64.
+    /// One Client IP address's share of an id's requests in flight. Past it, the
+    /// address may still use the id's free permits, except the last quarter of
+    /// `max_requests_per_id`, which is kept for addresses within their share; an
+    /// address past its share with the id that busy waits up to `queue_timeout`,
+    /// then gets `429`. So one address (one attacker, or Clients that stop reading)
+    /// cannot take all of an id's requests, while a load balancer or a NAT with many
+    /// Clients behind one address is not refused while the id has room. Default 64.
     pub max_requests_per_client: usize,
 }
 
@@ -86,7 +89,7 @@ impl Default for ProxyLimits {
         ProxyLimits {
             response_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(300),
-            max_requests_per_id: 256,
+            max_requests_per_id: 1024,
             queue_timeout: Duration::from_secs(2),
             max_requests_per_client: 64,
         }
@@ -138,11 +141,19 @@ enum Busy {
 
 impl Upstream {
     /// Waits (until `deadline`) for a permit of `ip` and one of the id.
+    ///
+    /// `per_client` is an address's share, not a hard cap: past it, an address may
+    /// still use the id's permits while more than `reserve` of them are free (a load
+    /// test, a corporate NAT or a load balancer is one address with many Clients).
+    /// The last `reserve` permits go only to addresses within their share, so one
+    /// address (Clients that stop reading, say) never takes them all; past its share
+    /// with the id that busy, a request waits for one of its address's own permits.
     async fn permit(
         &self,
         rt: &Rt,
         ip: IpAddr,
         per_client: usize,
+        reserve: usize,
         deadline: std::time::Instant,
     ) -> Result<RequestPermit, Busy> {
         let sem = self
@@ -152,15 +163,38 @@ impl Upstream {
             .entry(ip)
             .or_insert_with(|| Arc::new(Semaphore::new(per_client.max(1))))
             .clone();
-        let waiting = rt.timeout_at(deadline, sem.clone().acquire_owned()).await;
         // From here on, `client` removes the address's entry when it is the last.
         let mut client = ClientPermit {
             permit: None,
             map: self.by_client.clone(),
             ip,
         };
+        let own = match sem.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if self.permits.available_permits() > reserve => {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(p) => {
+                        drop(sem);
+                        return Ok(RequestPermit {
+                            _id: p,
+                            _client: client,
+                        });
+                    }
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let own = match own {
+            Some(p) => Some(p),
+            None => rt
+                .timeout_at(deadline, sem.clone().acquire_owned())
+                .await
+                .and_then(Result::ok),
+        };
+        // Before `client` can be dropped: its entry goes when no one else holds it.
         drop(sem);
-        client.permit = Some(waiting.and_then(Result::ok).ok_or(Busy::Client)?);
+        client.permit = Some(own.ok_or(Busy::Client)?);
         let id = rt.timeout_at(deadline, self.permits.clone().acquire_owned());
         match id.await {
             Some(Ok(p)) => Ok(RequestPermit {
@@ -657,7 +691,13 @@ async fn forward_inner(
     };
     let deadline = rt.now() + limits.queue_timeout;
     let permit = match upstream
-        .permit(&rt, peer.ip(), limits.max_requests_per_client, deadline)
+        .permit(
+            &rt,
+            peer.ip(),
+            limits.max_requests_per_client,
+            limits.max_requests_per_id / 4,
+            deadline,
+        )
         .await
     {
         Ok(p) => p,

@@ -122,6 +122,51 @@ async fn requests_per_id_are_capped_then_503(side: Side) {
 }
 both!(requests_per_id_are_capped_then_503);
 
+/// One address past its share is served while its id has room (many Clients behind
+/// one load balancer or NAT), but never takes the last quarter of the id's slots:
+/// those stay for other addresses.
+async fn an_address_past_its_share_uses_free_slots_but_not_the_reserve(side: Side) {
+    let s = stack_on(
+        side,
+        limited(|p| {
+            p.max_requests_per_id = 8; // 2 kept for addresses within their share
+            p.max_requests_per_client = 2;
+            p.queue_timeout = Duration::from_millis(200);
+        }),
+        |_| {},
+    )
+    .await;
+    let (addr, certs) = (s.public.addr, &s.certs);
+    let one = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let other = Some(std::net::IpAddr::from([127, 0, 0, 2]));
+    // Six slow requests from one address: its 2, and 4 of the id's 6 free slots.
+    let slow = || get_from(one, addr, certs, Version::HTTP_11, "/proxy/app/slow/4000");
+    let later = |src, path: &'static str| async move {
+        // All six are in flight by then (each takes 4 s).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        get_from(src, addr, certs, Version::HTTP_11, path).await
+    };
+    let (a, b, c, d, e, f, seventh, from_other) = tokio::join!(
+        slow(),
+        slow(),
+        slow(),
+        slow(),
+        slow(),
+        slow(),
+        later(one, "/proxy/app/hello"),
+        later(other, "/proxy/app/hello"),
+    );
+    for (status, body) in [a, b, c, d, e, f] {
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+    }
+    // A seventh from that address would take the reserve: it waits for one of its
+    // own, then is refused.
+    assert_eq!(seventh.0, StatusCode::TOO_MANY_REQUESTS, "{:?}", seventh.1);
+    // Another address gets a reserved slot at once.
+    assert_eq!(from_other.0, StatusCode::OK, "{:?}", from_other.1);
+}
+both!(an_address_past_its_share_uses_free_slots_but_not_the_reserve);
+
 async fn an_upload_that_never_arrives_is_aborted(side: Side) {
     let s = stack_on(
         side,
