@@ -100,9 +100,11 @@ fn response_timeout_flag_answers_504() {
     assert!(took < Duration::from_secs(5), "504 after {took:?}");
 }
 
-/// `--max-requests-per-client` reaches the proxy: with 1, a second request from the
-/// same address while the first is held waits `--queue-timeout`, then gets 429; a
-/// Client from another address is not affected by it.
+/// `--max-requests-per-client` reaches the proxy: it is an address's share of the
+/// id, past which the address may use the id's free slots but not the last quarter
+/// of `--max-requests-per-id`. With a share of 1 and 4 slots (1 reserved), 3 requests
+/// from one address are held at the backend; a 4th from it waits `--queue-timeout`,
+/// then gets 429; a Client from another address still gets the reserved slot.
 #[test]
 fn max_requests_per_client_flag_answers_429_to_that_address_only() {
     let internal = silent_backend();
@@ -113,6 +115,8 @@ fn max_requests_per_client_flag_answers_429_to_that_address_only() {
             "4",
             "--max-requests-per-client",
             "1",
+            "--max-requests-per-id",
+            "4",
             "--queue-timeout",
             "300",
         ],
@@ -120,18 +124,21 @@ fn max_requests_per_client_flag_answers_429_to_that_address_only() {
     let _client = server.client("app", "tok", &internal);
     let (url, cert) = (server.url.clone(), server.cert.clone());
     let target = format!("{url}/proxy/app/x");
-    // The first request from 127.0.0.1 is held by the silent backend (until 504).
-    let first = {
-        let (cert, target) = (cert.clone(), target.clone());
-        std::thread::spawn(move || {
-            curl(&["-s", "--cacert", &cert, "-w", "%{http_code}", &target]).1
+    // Three requests from 127.0.0.1 are held by the silent backend (until 504): its
+    // share, and two free slots of the id.
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let (cert, target) = (cert.clone(), target.clone());
+            std::thread::spawn(move || {
+                curl(&["-s", "--cacert", &cert, "-w", "%{http_code}", &target]).1
+            })
         })
-    };
-    std::thread::sleep(Duration::from_millis(800));
-    let (_, second, err) = curl(&["-s", "--cacert", &cert, "-w", "%{http_code}", &target]);
-    assert!(second.ends_with("429"), "{second:?} {err}");
-    assert!(second.contains("from your address"), "{second:?}");
-    // Another address gets its own allowance: its request reaches the backend (and
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (_, fourth, err) = curl(&["-s", "--cacert", &cert, "-w", "%{http_code}", &target]);
+    assert!(fourth.ends_with("429"), "{fourth:?} {err}");
+    assert!(fourth.contains("from your address"), "{fourth:?}");
+    // Another address gets the reserved slot: its request reaches the backend (and
     // times out there), it is not refused.
     let (_, other, err) = curl(&[
         "-s",
@@ -144,5 +151,7 @@ fn max_requests_per_client_flag_answers_429_to_that_address_only() {
         &target,
     ]);
     assert!(other.ends_with("504"), "{other:?} {err}");
-    assert!(first.join().unwrap().ends_with("504"));
+    for h in held {
+        assert!(h.join().unwrap().ends_with("504"));
+    }
 }
