@@ -161,6 +161,14 @@ impl Sizes {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(role) = args.role {
+        // A role logs (to the harness's stderr) only when asked, e.g.
+        // `--role-env RUST_LOG=h2rev2_driver=debug`.
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+        }
         return match roles::run(role) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
