@@ -2,9 +2,9 @@
 //! original CLI's form without a subcommand.
 //!
 //! clap parses everything; this only rewrites argv first:
-//! * no subcommand (the first argument is not `server`, `client`, `demo`, `help` nor a
-//!   help or version flag): the original Go form, routed to the hidden `legacy`
-//!   subcommand;
+//! * no subcommand, and the shape of the original Go form (a flag first, or `HOST PORT`
+//!   alone): routed to the hidden `legacy` subcommand; another first word that names
+//!   no subcommand (`sever`) is left to clap, which suggests the closest one;
 //! * `-name` and `-name=value`, where `name` is a long flag of the chosen subcommand,
 //!   become `--name` and `--name=value`. Go's flag package accepts both spellings, so
 //!   does h2rev2.
@@ -16,7 +16,16 @@ use clap::CommandFactory;
 use crate::cli::Cli;
 
 /// Subcommands a user may name.
-const SUBCOMMANDS: [&str; 5] = ["server", "client", "demo", "status", "help"];
+const SUBCOMMANDS: [&str; 6] = ["server", "client", "demo", "status", "completions", "help"];
+
+/// Whether `rest` (argv without the program) has the shape of the original Go form:
+/// Go's flag package reads flags until the first other word, so the form starts with a
+/// flag, or is `HOST PORT` alone. Anything else that does not name a subcommand is left
+/// to clap, which says "unrecognized subcommand" and suggests the closest one.
+fn looks_like_go_form(rest: &[OsString]) -> bool {
+    let word = |i: usize| rest.get(i).and_then(|a| a.to_str()).unwrap_or("");
+    word(0).starts_with('-') || (rest.len() == 2 && word(1).parse::<u16>().is_ok())
+}
 
 /// Rewrites `args` (with the program name first) as described in the module docs.
 pub fn rewrite(args: Vec<OsString>) -> Vec<OsString> {
@@ -39,8 +48,12 @@ pub fn rewrite(args: Vec<OsString>) -> Vec<OsString> {
     }
     let (sub, flags): (&str, Vec<OsString>) = if SUBCOMMANDS.contains(&first) {
         (first, rest[1..].to_vec())
-    } else {
+    } else if looks_like_go_form(&rest) {
         ("legacy", rest)
+    } else {
+        let mut out = vec![program];
+        out.extend(rest);
+        return out;
     };
     let longs = long_flags(sub);
     let mut out = vec![program, sub.into()];
@@ -145,6 +158,15 @@ mod tests {
             ["h2rev2", "client", "--token", "-abc"]
         );
         assert_eq!(rw("h2rev2 -help"), ["h2rev2", "--help"]);
+        // The Go form without flags, and a mistyped subcommand left to clap.
+        assert_eq!(
+            rw("h2rev2 localhost 9090"),
+            ["h2rev2", "legacy", "localhost", "9090"]
+        );
+        assert_eq!(
+            rw("h2rev2 sever --listen x"),
+            ["h2rev2", "sever", "--listen", "x"]
+        );
         assert_eq!(rw("h2rev2"), ["h2rev2"]);
     }
 }

@@ -433,9 +433,10 @@ fn write_cert(path: &Path, pem: &str) -> std::io::Result<()> {
 pub fn client_tls(
     ca: Option<&Path>,
     insecure: bool,
+    identity: Option<Identity>,
 ) -> Result<Arc<rustls::ClientConfig>, CliError> {
     let cfg = if insecure {
-        tls::client_config(ServerTrust::Insecure, None, &[tls::ALPN_H2])
+        tls::client_config(ServerTrust::Insecure, identity, &[tls::ALPN_H2])
     } else if let Some(path) = ca {
         if let Err(e) = std::fs::metadata(path) {
             return Err(CliError::config(format!(
@@ -444,11 +445,15 @@ pub fn client_tls(
             )));
         }
         let certs = tls::load_certs(path).map_err(|e| CliError::config(e.to_string()))?;
-        tls::client_config(ServerTrust::PinnedOrChained(certs), None, &[tls::ALPN_H2])
+        tls::client_config(
+            ServerTrust::PinnedOrChained(certs),
+            identity,
+            &[tls::ALPN_H2],
+        )
     } else {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        tls::client_config(ServerTrust::Roots(roots), None, &[tls::ALPN_H2])
+        tls::client_config(ServerTrust::Roots(roots), identity, &[tls::ALPN_H2])
     };
     cfg.map_err(|e| CliError::config(e.to_string()))
 }

@@ -29,6 +29,8 @@ Status page, metrics, health checks: `h2rev2 server --admin 127.0.0.1:9100` (the
 http://127.0.0.1:9100/), and the sessions as a table:
   h2rev2 status --admin http://127.0.0.1:9100
 
+Shell completions: `h2rev2 completions bash` (zsh, fish, elvish, powershell).
+
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less detail, and
 --log-format json for one JSON object per line. SIGHUP is logged and ignored.
 
@@ -67,9 +69,20 @@ pub enum Command {
     /// Show a running server's sessions as a table, from its admin endpoint
     /// (`h2rev2 server --admin ADDR`).
     Status(StatusArgs),
+    /// Print a shell completion script: `h2rev2 completions bash > /etc/bash_completion.d/h2rev2`
+    /// (also zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
     /// The original Go command line (`h2rev2 [-public] -cert ... HOST PORT`).
     #[command(hide = true)]
     Legacy(LegacyArgs),
+}
+
+/// `h2rev2 completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write a completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 const SERVER_AFTER: &str = "\
@@ -135,36 +148,46 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     pub listen: String,
     /// PEM certificate chain of the server (needs --key).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub cert: Option<PathBuf>,
     /// PEM private key of --cert.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub key: Option<PathBuf>,
     /// Use a self-signed certificate (instead of --cert/--key), made on the first start
     /// and reused by the next ones, so clients pinned with `client --ca FILE` keep
     /// working across restarts. The certificate is written to --cert-out (give that file
     /// to clients), its key to --self-signed-key, and the SHA-256 fingerprint is
     /// printed. Files are written only once the port is bound.
-    #[arg(long)]
+    #[arg(long, help_heading = "TLS")]
     pub self_signed: bool,
     /// Where --self-signed writes the certificate for clients. Reused at the next start
     /// when it is for the key and names all of --hostname; otherwise replaced by a new
     /// one signed with the same key.
-    #[arg(long, value_name = "FILE", default_value = "h2rev2-server.crt")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "h2rev2-server.crt",
+        help_heading = "TLS"
+    )]
     pub cert_out: PathBuf,
     /// Where --self-signed keeps its private key (created with mode 0600, reused at every
     /// start; keep it private, delete it to get a new key). Default: --cert-out with the
     /// extension `.key`, e.g. h2rev2-server.key.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub self_signed_key: Option<PathBuf>,
     /// Names put in the self-signed certificate (repeatable). Default: localhost,
     /// 127.0.0.1, ::1 and the host of --listen.
-    #[arg(long = "hostname", value_name = "NAME")]
+    #[arg(long = "hostname", value_name = "NAME", help_heading = "TLS")]
     pub hostnames: Vec<String>,
     /// File of client tokens, one `ID TOKEN` (or `ID=TOKEN`) per line; lines starting
     /// with `#` are comments. A client must send the token of the id it registers.
     /// Tokens may also be given as H2REV2_TOKENS="ID=TOKEN,ID2=TOKEN2".
-    #[arg(long, value_name = "FILE", env = "H2REV2_TOKEN_FILE")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "H2REV2_TOKEN_FILE",
+        help_heading = "Listeners (the NAT side)"
+    )]
     pub tokens: Option<PathBuf>,
     /// Client tokens from the environment: `ID=TOKEN` entries separated by commas or
     /// newlines (added to --tokens).
@@ -179,47 +202,67 @@ pub struct ServerArgs {
     /// the ID: every id). Once given, every /proxy/ID/ request (and the default
     /// target) needs `Authorization: Bearer TOKEN` (or Proxy-Authorization) valid
     /// for that id; others get 401/403, the same for known and unknown ids.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Callers (access control)")]
     pub caller_tokens: Option<PathBuf>,
     /// The same with HTTP basic auth: `ID USER:PASSWORD` lines (`*`: every id), for
     /// `curl -u USER:PASSWORD` and browsers.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Callers (access control)")]
     pub caller_users: Option<PathBuf>,
     /// The same with TLS client certificates: `ID IDENTITY` lines (`*`: every id),
     /// where IDENTITY is a DNS name in the certificate's subject alternative names.
     /// Needs --client-ca, the CA the certificates must be signed by; for
     /// `curl --cert FILE --key FILE`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Callers (access control)")]
     pub caller_certs: Option<PathBuf>,
     /// PEM CA certificate(s) for client certificates: the server then asks every
     /// connection for one (optional: Clients and Listeners without one still connect)
     /// and refuses, at the TLS handshake, a certificate not signed by this CA.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub client_ca: Option<PathBuf>,
     /// Accept clients that send no token (unsafe on the internet: whoever knows an id
     /// can register it). A live session is never replaced by an anonymous newcomer.
-    #[arg(long)]
+    #[arg(long, help_heading = "Listeners (the NAT side)")]
     pub allow_anonymous: bool,
+    /// Admit a Listener without a token when its TLS client certificate, verified
+    /// against --client-ca, names the id it registers as a DNS name in its subject
+    /// alternative names (`client --cert FILE --key FILE`). A certificate that names
+    /// other ids only is refused for this one.
+    #[arg(long, help_heading = "Listeners (the NAT side)")]
+    pub listener_certs: bool,
     /// With --allow-anonymous: only these ids may register anonymously (repeatable).
-    #[arg(long = "anonymous-id", value_name = "ID")]
+    #[arg(
+        long = "anonymous-id",
+        value_name = "ID",
+        help_heading = "Listeners (the NAT side)"
+    )]
     pub anonymous_ids: Vec<String>,
     /// Proxy every request that matches no route (`/revdial`, `/proxy/ID/...`) to this
     /// id, path unchanged.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", help_heading = "Routing")]
     pub default_id: Option<String>,
     /// Forward a TCP port to a client id: `LISTEN_ADDR=ID`, e.g. 127.0.0.1:2222=ssh
     /// (repeatable). The client relays each connection to its --tcp-target.
-    #[arg(long = "tcp", value_name = "ADDR=ID")]
+    #[arg(long = "tcp", value_name = "ADDR=ID", help_heading = "Routing")]
     pub tcp: Vec<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
     pub routes: RouteArgs,
     /// Seconds a dial waits for the client's reverse connection (504 after that).
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        help_heading = "Limits"
+    )]
     pub dial_timeout: u64,
     /// Seconds to let connections finish after Ctrl-C/SIGTERM.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5,
+        help_heading = "Limits"
+    )]
     pub grace: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -342,7 +385,13 @@ impl LimitArgs {
 
 /// Route layout flags shared by server and client (they must agree).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Routing")]
 pub struct RouteArgs {
+    /// Serve everything under this path: the reverse-connection endpoint becomes
+    /// BASE/revdial and the proxy BASE/proxy/ID/ (the Go revserver's -base-path). The
+    /// client may give it here or as the path of --server's URL.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub base_path: String,
     /// Path segment of the reverse-connection endpoint (the original's -dialer-path).
     #[arg(long, value_name = "PATH", default_value = "/revdial")]
     pub dialer_path: String,
@@ -375,39 +424,71 @@ pub struct ClientArgs {
     pub token: Option<String>,
     /// Trust this certificate: the server's own (e.g. written by `server
     /// --self-signed`) or the CA that signed it. Default: the usual public CAs.
-    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "insecure",
+        help_heading = "TLS"
+    )]
     pub ca: Option<PathBuf>,
+    /// PEM client certificate to present to the server (mutual TLS; needs --key): a
+    /// server run with `--client-ca` and `--listener-certs` admits it for the id it
+    /// names, without a token.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub key: Option<PathBuf>,
     /// Do not check the server's certificate at all. Anyone on the path can then read
     /// and change the traffic, token included. For first experiments only.
-    #[arg(long)]
+    #[arg(long, help_heading = "TLS")]
     pub insecure: bool,
     /// Serve reverse connections as HTTP, forwarded to this internal server
     /// (http://HOST:PORT or https://...).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Service")]
     pub proxy_host: Option<String>,
     /// Relay each reverse connection to this TCP address (HOST:PORT), e.g. sshd.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Service")]
     pub tcp_target: Option<String>,
     /// Strip this path prefix before forwarding to --proxy-host (e.g. /proxy/001 when
     /// the public server is the Go h2rev2, which forwards full paths).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Service")]
     pub strip_prefix: Option<String>,
+    /// Forward the Client's Host header to --proxy-host unchanged (default: the Host
+    /// becomes --proxy-host's HOST:PORT), for internal servers with virtual hosts.
+    #[arg(long, help_heading = "Service")]
+    pub preserve_host: bool,
     #[command(flatten)]
     pub routes: RouteArgs,
     /// Reverse connections kept open ahead of time (faster first byte).
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        help_heading = "Connection"
+    )]
     pub spares: usize,
     /// The public server's wire: `auto` (the control-stream wire, switching to the
     /// 2022 one when the server shows it speaks that), `current`, or `2022` (the Go
     /// h2rev2 as of April 2022: no control stream, --spares streams kept open).
-    #[arg(long, value_name = "WIRE", default_value = "auto")]
+    #[arg(
+        long,
+        value_name = "WIRE",
+        default_value = "auto",
+        help_heading = "Connection"
+    )]
     pub wire: WireArg,
     /// Give up after this many failed connection attempts in a row (exit 4 if the last
     /// one was refused by the server, 1 otherwise). Default: retry forever.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Connection")]
     pub max_attempts: Option<u32>,
     /// Longest wait between two attempts, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5,
+        help_heading = "Connection"
+    )]
     pub max_backoff: u64,
     /// `--log-format`.
     #[command(flatten)]

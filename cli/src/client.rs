@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use h2rev2_tokio::nat::{self, HttpProxyOptions};
-use h2rev2_tokio::proto::wire::{DialerId, Wire};
+use h2rev2_tokio::proto::wire::{DialerId, RouteConfig, Wire};
 use h2rev2_tokio::{DownReason, Listener, ListenerOptions, Status};
 use http::Uri;
 use tracing::{error, info, warn};
@@ -24,6 +24,8 @@ pub enum Service {
         target: Uri,
         /// A path prefix to strip before forwarding.
         strip_prefix: Option<String>,
+        /// Keep the Client's `Host` header.
+        preserve_host: bool,
     },
     /// Raw bytes, relayed to this TCP address.
     Tcp(String),
@@ -86,6 +88,7 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
         (Some(p), None) => Service::Http {
             target: parse_proxy_target("--proxy-host", p)?,
             strip_prefix: args.strip_prefix.clone(),
+            preserve_host: args.preserve_host,
         },
         (None, Some(t)) => Service::Tcp(parse_tcp_target(t)?),
         _ => {
@@ -105,7 +108,11 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
             }
         );
     }
-    let tls = crate::certs::client_tls(args.ca.as_deref(), args.insecure)?;
+    let identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => Some(crate::certs::load_identity(c, k)?),
+        _ => None,
+    };
+    let tls = crate::certs::client_tls(args.ca.as_deref(), args.insecure, identity)?;
     let token = args.token.filter(|t| !t.is_empty());
     Ok(ClientPlan {
         server,
@@ -126,10 +133,19 @@ pub fn bind(plan: &ClientPlan) -> Result<Listener, CliError> {
     let mut opts = ListenerOptions::new(&plan.server, plan.id.clone(), plan.tls.clone())
         .map_err(|e| CliError::usage(format!("--server: {e}")))?;
     opts.token = plan.token.clone();
-    opts.machine.routes = opts
-        .machine
-        .routes
-        .clone()
+    let mut routes = opts.machine.routes.clone();
+    if !plan.routes.base_path.trim_matches('/').is_empty() {
+        let given = RouteConfig::default().with_base(&plan.routes.base_path);
+        if routes.base() != "/" && routes.base() != given.base() {
+            return Err(CliError::usage(format!(
+                "--base-path {:?} and the path of --server {:?} disagree: give the base \
+                 path once",
+                plan.routes.base_path, plan.server
+            )));
+        }
+        routes = routes.with_base(&plan.routes.base_path);
+    }
+    opts.machine.routes = routes
         .with_revdial_segment(&plan.routes.dialer_path)
         .with_id_key(&plan.routes.dialer_key);
     opts.machine.spares = plan.spares;
@@ -220,9 +236,11 @@ pub async fn serve(listener: Listener, service: Service) -> Result<(), CliError>
             Service::Http {
                 target,
                 strip_prefix,
+                preserve_host,
             } => {
                 let mut opts = HttpProxyOptions::new(target);
                 opts.strip_prefix = strip_prefix;
+                opts.preserve_host = preserve_host;
                 nat::serve_http_proxy(listener, opts).await
             }
             Service::Tcp(target) => {

@@ -218,12 +218,14 @@ settings! {
         caller_certs: Option<PathBuf> => caller_certs;
         client_ca: Option<PathBuf> => client_ca;
         allow_anonymous: bool => allow_anonymous;
+        listener_certs: bool => listener_certs;
         anonymous_id: Vec<String> => anonymous_ids;
         default_id: Option<String> => default_id;
         tcp: Vec<String> => tcp;
         admin: Option<SocketAddr> => admin.admin;
         metrics: Option<SocketAddr> => admin.metrics;
         admin_token_file: Option<PathBuf> => admin.admin_token_file;
+        base_path: String => routes.base_path;
         dialer_path: String => routes.dialer_path;
         dialer_key: String => routes.dialer_key;
         dial_timeout: u64 => dial_timeout;
@@ -255,10 +257,14 @@ settings! {
         id: Option<String> => id;
         token: Option<String> => token;
         ca: Option<PathBuf> => ca;
+        cert: Option<PathBuf> => cert;
+        key: Option<PathBuf> => key;
         insecure: bool => insecure;
         proxy_host: Option<String> => proxy_host;
         tcp_target: Option<String> => tcp_target;
         strip_prefix: Option<String> => strip_prefix;
+        preserve_host: bool => preserve_host;
+        base_path: String => routes.base_path;
         dialer_path: String => routes.dialer_path;
         dialer_key: String => routes.dialer_key;
         spares: usize => spares;
@@ -455,6 +461,21 @@ fn check_client(args: &ClientArgs, given: &Given) -> Result<(), CliError> {
         return Err(CliError::usage(
             "give the id to register: --id ID (or `id` in the config file)",
         ));
+    }
+    match (&args.cert, &args.key) {
+        (Some(_), None) => {
+            return Err(CliError::usage(format!(
+                "{} needs --key FILE, its private key",
+                given.name("cert")
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(CliError::usage(format!(
+                "{} needs --cert FILE, the client certificate of the key",
+                given.name("key")
+            )));
+        }
+        _ => {}
     }
     if args.insecure && args.ca.is_some() {
         return Err(CliError::usage(format!(

@@ -113,8 +113,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         server: format!("https://localhost:{port}"),
         id: id.clone(),
         token: Some(token),
-        tls: crate::certs::client_tls(Some(&cert_path), false)?,
+        tls: crate::certs::client_tls(Some(&cert_path), false, None)?,
         routes: RouteArgs {
+            base_path: "/".into(),
             dialer_path: "/revdial".into(),
             dialer_key: "id".into(),
         },
@@ -123,6 +124,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
                 .parse()
                 .map_err(|e| CliError::runtime(format!("{e}")))?,
             strip_prefix: None,
+            preserve_host: false,
         },
         spares: 2,
         wire: crate::cli::WireArg::Auto,

@@ -84,7 +84,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
             ));
         };
         let target = client::parse_proxy_target("-proxy-host", proxy_host)?;
-        let tls = crate::certs::client_tls(Some(cert), false)?;
+        let tls = crate::certs::client_tls(Some(cert), false, None)?;
         let host = if args.host.contains(':') {
             format!("[{}]", args.host)
         } else {
@@ -96,12 +96,14 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
             token: None,
             tls,
             routes: RouteArgs {
+                base_path: "/".into(),
                 dialer_path: args.dialer_path,
                 dialer_key: args.dialer_key,
             },
             service: Service::Http {
                 target,
                 strip_prefix: None,
+                preserve_host: false,
             },
             spares: 2,
             wire: crate::cli::WireArg::Auto,

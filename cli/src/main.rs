@@ -44,7 +44,22 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Demo(a) => demo::run(a).await,
         Command::Legacy(a) => legacy::run(a).await,
         Command::Status(a) => status::run(a).await,
+        // Handled in `main`, before a runtime is started.
+        Command::Completions(_) => Ok(()),
     }
+}
+
+/// The command line that completions offer: everything but hidden subcommands (the Go
+/// form, whose single-dash flags a completion script would only confuse).
+fn completed() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("h2rev2")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default());
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
 }
 
 fn main() -> ExitCode {
@@ -65,6 +80,11 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Command::Completions(a) = &cli.command {
+        let mut out = std::io::stdout().lock();
+        clap_complete::generate(a.shell, &mut completed(), "h2rev2", &mut out);
+        return ExitCode::SUCCESS;
+    }
     let command = match config::prepare(cli.command, &matches) {
         Ok(Prepared::Run(c)) => c,
         Ok(Prepared::Print(text)) => {
@@ -81,7 +101,7 @@ fn main() -> ExitCode {
         Command::Server(a) => a.log.log_format,
         Command::Client(a) => a.log.log_format,
         Command::Demo(a) => a.log.log_format,
-        Command::Legacy(_) | Command::Status(_) => LogFormat::Text,
+        Command::Legacy(_) | Command::Status(_) | Command::Completions(_) => LogFormat::Text,
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -77,6 +77,7 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
         .map(|s| parse_id("--default-id", s))
         .transpose()?;
     config.routes = RouteConfig::default()
+        .with_base(&args.routes.base_path)
         .with_revdial_segment(&args.routes.dialer_path)
         .with_id_key(&args.routes.dialer_key)
         .with_default_id(default_id);
@@ -123,6 +124,16 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
         }
     }
     let client_roots = args.client_ca.as_deref().map(client_roots).transpose()?;
+    if args.listener_certs {
+        if args.client_ca.is_none() {
+            return Err(CliError::usage(
+                "--listener-certs needs --client-ca FILE: the CA (PEM) that signs the \
+                 Listeners' client certificates, against which the server verifies them",
+            ));
+        }
+        config.dialer.auth.bind_ids_to_certificates(true);
+        info!("a Listener whose client certificate names its id registers without a token");
+    }
     if args.allow_anonymous {
         if args.anonymous_ids.is_empty() {
             config.dialer.auth.allow_anonymous();
@@ -144,7 +155,7 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
             );
             config.dialer.auth.allow_anonymous_for(ids);
         }
-    } else if entries.is_empty() {
+    } else if entries.is_empty() && !args.listener_certs {
         return Err(CliError::usage(
             "no client could ever register: give tokens with --tokens FILE (lines `ID TOKEN`) \
              or H2REV2_TOKENS=ID=TOKEN,..., or accept clients without a token with \

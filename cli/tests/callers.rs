@@ -45,47 +45,6 @@ fn caller_tokens_and_users_guard_the_proxy() {
     assert_eq!(body_ghost, body_web);
 }
 
-/// A CA made with rcgen, its certificate as PEM.
-struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A client certificate naming `san`, written as `{name}.crt` and `{name}.key` in
-    /// `dir`; their paths.
-    fn client(&self, dir: &std::path::Path, name: &str, san: &str) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(vec![san.to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, san);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let crt = write_file(dir, &format!("{name}.crt"), &cert.pem());
-        let key = write_file(dir, &format!("{name}.key"), &key.serialize_pem());
-        (crt.display().to_string(), key.display().to_string())
-    }
-}
-
 #[test]
 fn caller_certificates_guard_the_proxy() {
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,9 @@ pub struct HttpProxyOptions {
     pub strip_prefix: Option<String>,
     /// TLS settings for an `https://` target (its ALPN is replaced by `http/1.1`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Keep the Client's `Host` header instead of the target's authority.
+    /// Give the internal server the Host the Client asked the public server for
+    /// (its `X-Forwarded-Host`, else the `Host` received) instead of the target's
+    /// authority: the public server itself sends `Host: {id}`, as the Go package does.
     pub preserve_host: bool,
 }
 
@@ -265,13 +267,14 @@ async fn forward(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if !opts.preserve_host {
-        if let Some(a) = uri
-            .authority()
+    let host = if opts.preserve_host {
+        client_host(&parts.headers)
+    } else {
+        uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, a);
-        }
+    };
+    if let Some(h) = host {
+        parts.headers.insert(header::HOST, h);
     }
     parts.uri = uri;
     let out = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
@@ -332,3 +335,16 @@ pub async fn relay_tcp(listener: Listener, target: String) -> io::Result<()> {
 
 #[allow(dead_code)]
 fn _assert_body(_: Bytes) {}
+
+/// The Host a Client asked the public server for: the single value of
+/// `X-Forwarded-Host` (set by the public server, replacing any a Client sent), when it
+/// is one plain host; `None` keeps the `Host` received.
+fn client_host(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let mut values = headers.get_all("x-forwarded-host").iter();
+    let v = values.next()?;
+    let plain = values.next().is_none()
+        && v.to_str().is_ok_and(|s| {
+            !s.is_empty() && !s.contains(',') && s.parse::<http::uri::Authority>().is_ok()
+        });
+    plain.then(|| v.clone())
+}
