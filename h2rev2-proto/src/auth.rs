@@ -53,6 +53,40 @@ pub enum Principal {
     Anonymous,
 }
 
+/// What admitted a session: kept with it, so that a new policy can tell whether the
+/// session would still be admitted ([`AuthPolicy::still_admits`]) and end exactly the
+/// sessions whose credential it withdrew.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// This token of the id (a copy of the configured secret, never shown).
+    Token(Vec<u8>),
+    /// The verified client certificate named the id.
+    Certificate,
+    /// Anonymous mode.
+    Anonymous,
+}
+
+impl Grant {
+    /// How the request was admitted, in the terms of [`takeover`].
+    pub fn principal(&self) -> Principal {
+        match self {
+            Grant::Token(_) | Grant::Certificate => Principal::Authenticated,
+            Grant::Anonymous => Principal::Anonymous,
+        }
+    }
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is a secret: its bytes never reach a log.
+        f.write_str(match self {
+            Grant::Token(_) => "Token(***)",
+            Grant::Certificate => "Certificate",
+            Grant::Anonymous => "Anonymous",
+        })
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
@@ -160,29 +194,61 @@ impl AuthPolicy {
         id: &DialerId,
         creds: &Credentials<'_>,
     ) -> Result<Principal, AuthError> {
+        self.admit(id, creds).map(|g| g.principal())
+    }
+
+    /// The same decision as [`AuthPolicy::authenticate`], with what admitted the
+    /// request.
+    pub fn admit(&self, id: &DialerId, creds: &Credentials<'_>) -> Result<Grant, AuthError> {
         if self.cert_bound && creds.cert_identities.iter().any(|i| i == id.as_str()) {
-            return Ok(Principal::Authenticated);
+            return Ok(Grant::Certificate);
         }
         if let Some(bearer) = creds.bearer {
             let given = bearer.as_bytes();
-            let mut ok = subtle::Choice::from(0u8);
-            if let Some(tokens) = self.tokens.get(id) {
-                for t in tokens {
-                    ok |= t.as_slice().ct_eq(given);
-                }
-            }
-            return if bool::from(ok) {
-                Ok(Principal::Authenticated)
+            return if self.has_token(id, given) {
+                Ok(Grant::Token(given.to_vec()))
             } else {
                 Err(AuthError::Denied)
             };
         }
+        if self.admits_anonymously(id) {
+            return Ok(Grant::Anonymous);
+        }
         match &self.anonymous {
-            Some(Anonymous::AnyId) => Ok(Principal::Anonymous),
-            Some(Anonymous::Only(ids)) if ids.contains(id) => Ok(Principal::Anonymous),
-            Some(Anonymous::Only(_)) => Err(AuthError::Denied),
+            Some(_) => Err(AuthError::Denied),
             None if self.cert_bound && !creds.cert_identities.is_empty() => Err(AuthError::Denied),
             None => Err(AuthError::Missing),
+        }
+    }
+
+    /// Whether a session of `id` admitted by `grant` (under an earlier policy) is
+    /// admitted by this one too: its token is still one of the id's, ids are still
+    /// bound to certificates, or anonymous mode still covers the id. A live reload
+    /// ends the sessions for which this is false.
+    pub fn still_admits(&self, id: &DialerId, grant: &Grant) -> bool {
+        match grant {
+            Grant::Token(t) => self.has_token(id, t),
+            Grant::Certificate => self.cert_bound,
+            Grant::Anonymous => self.admits_anonymously(id),
+        }
+    }
+
+    /// Whether `given` is one of `id`'s tokens, compared in constant time.
+    fn has_token(&self, id: &DialerId, given: &[u8]) -> bool {
+        let mut ok = subtle::Choice::from(0u8);
+        if let Some(tokens) = self.tokens.get(id) {
+            for t in tokens {
+                ok |= t.as_slice().ct_eq(given);
+            }
+        }
+        bool::from(ok)
+    }
+
+    fn admits_anonymously(&self, id: &DialerId) -> bool {
+        match &self.anonymous {
+            Some(Anonymous::AnyId) => true,
+            Some(Anonymous::Only(ids)) => ids.contains(id),
+            None => false,
         }
     }
 }
@@ -288,6 +354,56 @@ mod tests {
             Ok(Principal::Authenticated)
         );
         assert_eq!(p.authenticate(&id("node-2"), &c), Err(AuthError::Denied));
+    }
+
+    #[test]
+    fn a_new_policy_keeps_exactly_the_grants_it_still_holds() {
+        let mut old = AuthPolicy::new();
+        old.add_token(id("a"), "t1")
+            .add_token(id("a"), "t2")
+            .add_token(id("b"), "t3");
+        old.bind_ids_to_certificates(true);
+        old.allow_anonymous_for(vec![id("demo")]);
+        let grant = |p: &AuthPolicy, i: &str, t: Option<&str>, certs: &[String]| {
+            p.admit(
+                &id(i),
+                &Credentials {
+                    bearer: t,
+                    cert_identities: certs,
+                },
+            )
+            .unwrap()
+        };
+        let node = vec!["node".to_string()];
+        let a1 = grant(&old, "a", Some("t1"), &[]);
+        let a2 = grant(&old, "a", Some("t2"), &[]);
+        let b3 = grant(&old, "b", Some("t3"), &[]);
+        let cert = grant(&old, "node", None, &node);
+        let anon = grant(&old, "demo", None, &[]);
+        assert_eq!(cert, Grant::Certificate);
+        assert_eq!(anon, Grant::Anonymous);
+        assert_eq!(
+            format!("{a1:?}"),
+            "Token(***)",
+            "a token never reaches a log"
+        );
+        for g in [&a1, &a2] {
+            assert!(old.still_admits(&id("a"), g));
+        }
+
+        // t1 removed, t3 moved from b to a, certificates off, anonymous kept.
+        let mut new = AuthPolicy::new();
+        new.add_token(id("a"), "t2").add_token(id("a"), "t3");
+        new.allow_anonymous_for(vec![id("demo")]);
+        assert!(!new.still_admits(&id("a"), &a1));
+        assert!(new.still_admits(&id("a"), &a2));
+        assert!(!new.still_admits(&id("b"), &b3));
+        assert!(!new.still_admits(&id("node"), &cert));
+        assert!(new.still_admits(&id("demo"), &anon));
+        // A grant is about its own id only.
+        assert!(!new.still_admits(&id("b"), &a2));
+        new.allow_anonymous_for(vec![]);
+        assert!(!new.still_admits(&id("demo"), &anon));
     }
 
     #[test]

@@ -53,7 +53,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::auth::{self, AuthPolicy, Credentials, Principal, Takeover};
+use crate::auth::{self, AuthPolicy, Credentials, Grant, Principal, Takeover};
 use crate::error::{LimitError, Misuse};
 use crate::registry::{Registry, SessionKey};
 use crate::wire::{Command, ControlMessage, Decoder, DialerId, RevdialRequest, Role, Wire};
@@ -301,6 +301,22 @@ impl fmt::Display for DialError {
 
 impl std::error::Error for DialError {}
 
+/// The reason of a session ended by [`Dialer::reconfigure`] because the new policy
+/// no longer admits it.
+pub const REVOKED: &str = "its credential was revoked by a configuration reload";
+
+/// What [`Dialer::reconfigure`] ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// The sessions ended, with their ids (each also reported by
+    /// [`Action::SessionDown`]).
+    pub ended: Vec<(SessionKey, DialerId)>,
+    /// Connections that carried an ended session and carry no session now: the
+    /// adapter closes them, so that no stream of a revoked Listener (an idle pooled
+    /// reverse connection) serves again.
+    pub idle_conns: Vec<ConnId>,
+}
+
 /// Counters, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -317,6 +333,8 @@ pub struct Stats {
 #[derive(Debug)]
 struct Session {
     conn: ConnId,
+    /// What admitted it: a reconfiguration ends it once the policy no longer would.
+    grant: Grant,
     /// `None` for a 2022-wire session ([`Wire::Go2022`]): no control stream, and no
     /// `conn-ready` or keep-alive to send; its Listener opens streams on its own.
     control: Option<StreamId>,
@@ -476,6 +494,49 @@ impl Dialer {
         Ok(())
     }
 
+    /// Replaces the configuration (a live reload). Limits, timeouts and the policy
+    /// apply to what comes next (new sessions, dials, streams); live sessions that the
+    /// new policy would no longer admit ([`AuthPolicy::still_admits`]: their token was
+    /// removed or changed, certificates or anonymous mode turned off) end now, their
+    /// control stream reset, with the reason [`REVOKED`]; every other session is
+    /// untouched, over the limits or not.
+    pub fn reconfigure(&mut self, now: Instant, config: DialerConfig) -> Reconfigured {
+        let revoked: Vec<(SessionKey, DialerId, ConnId)> = self
+            .sessions
+            .iter()
+            .filter(|(_, id, s)| !config.auth.still_admits(id, &s.grant))
+            .map(|(k, id, s)| (k, id.clone(), s.conn))
+            .collect();
+        let interval_changed = config.keepalive_interval != self.config.keepalive_interval;
+        self.config = config;
+        let mut out = Reconfigured::default();
+        for (key, id, conn) in revoked {
+            self.close_session(now, key, REVOKED.into(), true);
+            out.ended.push((key, id));
+            if !out.idle_conns.contains(&conn) {
+                out.idle_conns.push(conn);
+            }
+        }
+        // A connection that still carries a session is not idle.
+        out.idle_conns
+            .retain(|c| !self.sessions.iter().any(|(_, _, s)| s.conn == *c));
+        if interval_changed {
+            // Keep-alives follow the new interval from now on.
+            let interval = self.config.keepalive_interval;
+            self.keepalives.clear();
+            let keys: Vec<SessionKey> = self.sessions.iter().map(|(k, _, _)| k).collect();
+            for key in keys {
+                if let Some(s) = self.sessions.get_mut(key) {
+                    if s.control.is_some() && !interval.is_zero() {
+                        s.next_keepalive = now + interval;
+                        self.keepalives.insert((now + interval, key));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Fires the timers due at `now`: dial deadlines and keep-alives.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, dial)) = self.deadlines.first() {
@@ -552,10 +613,11 @@ impl Dialer {
         req: RevdialRequest,
         creds: &Credentials<'_>,
     ) {
-        let principal = match self.config.auth.authenticate(&req.id, creds) {
-            Ok(p) => p,
+        let grant = match self.config.auth.admit(&req.id, creds) {
+            Ok(g) => g,
             Err(e) => return self.reject(stream, e.status(), e.to_string()),
         };
+        let principal = grant.principal();
         let own = self
             .sessions
             .sessions(&req.id)
@@ -569,12 +631,12 @@ impl Dialer {
             // control stream, by the same takeover rule as a control stream.
             return match own {
                 Some(key) => self.on_data(stream, key, None),
-                None => self.on_control(now, conn, stream, req.id, principal, false, Wire::Go2022),
+                None => self.on_control(now, conn, stream, req.id, grant, false, Wire::Go2022),
             };
         }
         match req.role {
             Some(Role::Control) => {
-                self.on_control(now, conn, stream, req.id, principal, true, Wire::Current)
+                self.on_control(now, conn, stream, req.id, grant, true, Wire::Current)
             }
             Some(Role::Data) => match own {
                 Some(key) => self.on_data(stream, key, req.conn),
@@ -589,15 +651,7 @@ impl Dialer {
                 // but only if it proved it owns the id. An anonymous one could be anybody
                 // racing the real Listener to answer the dial (a hijack).
                 if principal != Principal::Authenticated {
-                    return self.on_control(
-                        now,
-                        conn,
-                        stream,
-                        req.id,
-                        principal,
-                        false,
-                        Wire::Current,
-                    );
+                    return self.on_control(now, conn, stream, req.id, grant, false, Wire::Current);
                 }
                 let waiting = self
                     .sessions
@@ -612,9 +666,7 @@ impl Dialer {
                     .min();
                 match waiting {
                     Some((_, key)) if req.conn.is_none() => self.on_data(stream, key, None),
-                    _ => {
-                        self.on_control(now, conn, stream, req.id, principal, false, Wire::Current)
-                    }
+                    _ => self.on_control(now, conn, stream, req.id, grant, false, Wire::Current),
                 }
             }
         }
@@ -629,10 +681,11 @@ impl Dialer {
         conn: ConnId,
         stream: StreamId,
         id: DialerId,
-        principal: Principal,
+        grant: Grant,
         explicit: bool,
         wire: Wire,
     ) {
+        let principal = grant.principal();
         let live: Vec<SessionKey> = self.sessions.sessions(&id).to_vec();
         let mut replace = false;
         if !live.is_empty() {
@@ -659,6 +712,7 @@ impl Dialer {
             id.clone(),
             Session {
                 conn,
+                grant,
                 control: (!go2022).then_some(stream),
                 decoder: Decoder::new(),
                 outstanding: VecDeque::new(),
@@ -1018,6 +1072,97 @@ mod tests {
             dial: DialId(2),
             stream: StreamId(5)
         }));
+    }
+
+    /// A reload ends exactly the sessions whose token it removed or changed: their
+    /// control streams are reset, their waiting dials fail, their connections are
+    /// reported idle when no other session lives there; the other sessions keep
+    /// their streams and dials, and the new policy decides the next registrations.
+    #[test]
+    fn reconfigure_ends_exactly_the_revoked_sessions() {
+        let now = Instant::now();
+        let i = |s: &str| DialerId::new(s).unwrap();
+        let mut config = DialerConfig::default();
+        config.auth.add_token(i("a"), "ta").add_token(i("b"), "tb");
+        config.auth.add_token(i("c"), "tc");
+        let mut d = Dialer::new(config.clone(), 1);
+        // a on connection 1, b on connection 2; c shares connection 2 with b.
+        d.handle_event(now, revdial(1, 1, "a", Some("ta"))).unwrap();
+        d.handle_event(now, revdial(2, 2, "b", Some("tb"))).unwrap();
+        d.handle_event(now, revdial(2, 3, "c", Some("tc"))).unwrap();
+        for (dial, id) in [(1, "a"), (2, "b")] {
+            d.handle_event(
+                now,
+                Event::Dial {
+                    dial: DialId(dial),
+                    id: i(id),
+                },
+            )
+            .unwrap();
+        }
+        let _ = actions(&mut d);
+
+        // a's token changed, c's removed, b's kept; a new id d.
+        let mut new = config.clone();
+        new.auth = AuthPolicy::new();
+        new.auth.add_token(i("a"), "ta2").add_token(i("b"), "tb");
+        new.auth.add_token(i("d"), "td");
+        let out = d.reconfigure(now, new);
+        let mut ended: Vec<&str> = out.ended.iter().map(|(_, id)| id.as_str()).collect();
+        ended.sort();
+        assert_eq!(ended, ["a", "c"]);
+        // Connection 2 still carries b: only connection 1 is idle.
+        assert_eq!(out.idle_conns, vec![ConnId(1)]);
+        let a = actions(&mut d);
+        assert!(a.contains(&Action::Reset {
+            stream: StreamId(1),
+            reason: REVOKED.into()
+        }));
+        assert!(a.contains(&Action::Reset {
+            stream: StreamId(3),
+            reason: REVOKED.into()
+        }));
+        assert!(!a.iter().any(|x| matches!(
+            x,
+            Action::Reset {
+                stream: StreamId(2),
+                ..
+            }
+        )));
+        assert!(a.contains(&Action::DialFailed {
+            dial: DialId(1),
+            error: DialError::SessionClosed(REVOKED.into())
+        }));
+        let downs = a
+            .iter()
+            .filter(|x| matches!(x, Action::SessionDown { reason, .. } if reason == REVOKED))
+            .count();
+        assert_eq!(downs, 2, "{a:?}");
+        assert!(d.has_session(&i("b")) && !d.has_session(&i("a")) && !d.has_session(&i("c")));
+        // b's dial still waits and its stream answers it.
+        assert_eq!(d.stats().pending_dials, 1);
+        d.handle_event(now, revdial(2, 4, "b", Some("tb"))).unwrap();
+        assert!(actions(&mut d).contains(&Action::DialReady {
+            dial: DialId(2),
+            stream: StreamId(4)
+        }));
+        // The new policy decides registrations: the old token of a is refused, the new
+        // one and d's are admitted; a stranger gets 401.
+        d.handle_event(now, revdial(3, 5, "a", Some("ta"))).unwrap();
+        assert!(matches!(
+            actions(&mut d).as_slice(),
+            [Action::Reject { status: 403, .. }]
+        ));
+        d.handle_event(now, revdial(3, 6, "a", Some("ta2")))
+            .unwrap();
+        d.handle_event(now, revdial(4, 7, "d", Some("td"))).unwrap();
+        assert_eq!(d.stats().sessions, 3);
+        let _ = actions(&mut d);
+        d.handle_event(now, revdial(5, 8, "e", None)).unwrap();
+        assert!(matches!(
+            actions(&mut d).as_slice(),
+            [Action::Reject { status: 401, .. }]
+        ));
     }
 
     fn revdial_2022(conn: u64, stream: u64, id: &str) -> Event<'static> {
