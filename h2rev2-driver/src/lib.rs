@@ -58,7 +58,7 @@ pub use relay::relay;
 pub use runtime::{Rt, Runtime, Task, Timer};
 /// The rustls crate the drivers are built with (its config types are in their API).
 pub use rustls;
-pub use server::{Accepted, Server, ServerConfig, TlsPeer};
+pub use server::{Accepted, Reloaded, Server, ServerConfig, TlsPeer};
 pub use sessions::{RecentError, SessionInfo};
 pub use settings::H2Settings;
 pub use stack::{Connector, Stack};

@@ -64,6 +64,12 @@ struct KindLabel {
     kind: String,
 }
 
+/// Labels of `h2rev2_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
 /// Live counters. Cheap to update (relaxed atomics, or a labelled family's atomic),
 /// read at scrape time by [`Metrics::render`].
 #[derive(Debug)]
@@ -88,6 +94,17 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Requests refused by a limit.
     pub limit_refusals: AtomicU64,
+    /// Configuration reloads applied ([`crate::Server::reload`]).
+    reloads_applied: AtomicU64,
+    /// Configuration reloads refused (an invalid new configuration, reported with
+    /// [`Metrics::reload_refused`]; the old one kept serving).
+    reloads_refused: AtomicU64,
+    /// When the last reload was applied, seconds since the Unix epoch (0: never).
+    last_reload: AtomicU64,
+    /// The configuration's generation.
+    generation: AtomicU64,
+    /// Sessions ended by a reload that revoked their credential.
+    pub sessions_revoked: AtomicU64,
     dial_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<ClassLabel, Histogram>,
@@ -118,6 +135,11 @@ impl Default for Metrics {
             dial_errors: Default::default(),
             auth_failures: AtomicU64::new(0),
             limit_refusals: AtomicU64::new(0),
+            reloads_applied: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
+            last_reload: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            sessions_revoked: AtomicU64::new(0),
             dial_seconds: Histogram::new(DIAL_BUCKETS),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(|| Histogram::new(REQUEST_BUCKETS)),
@@ -139,6 +161,24 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 impl Metrics {
+    /// Records a reload applied as configuration `generation`.
+    pub(crate) fn reload_applied(&self, generation: u64, revoked: usize) {
+        self.reloads_applied.fetch_add(1, Relaxed);
+        self.generation.store(generation, Relaxed);
+        self.sessions_revoked.fetch_add(revoked as u64, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reload.store(now, Relaxed);
+    }
+
+    /// Records a reload refused: the new configuration was invalid and the one in
+    /// force keeps serving. (The embedding program validates its configuration; this
+    /// counts what it refused.)
+    pub fn reload_refused(&self) {
+        self.reloads_refused.fetch_add(1, Relaxed);
+    }
+
     /// Records the latency of a successful dial.
     pub fn observe_dial(&self, d: Duration) {
         self.dial_seconds.observe(d.as_secs_f64());
@@ -249,6 +289,36 @@ impl Metrics {
             "limit_refusals",
             "Requests refused by a limit.",
             self.limit_refusals.load(Relaxed),
+        );
+        let reloads = Family::<OutcomeLabel, Counter>::default();
+        for (outcome, n) in [
+            ("applied", &self.reloads_applied),
+            ("refused", &self.reloads_refused),
+        ] {
+            reloads
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n.load(Relaxed));
+        }
+        r.register("reloads", "Configuration reloads by outcome.", reloads);
+        gauge(
+            &mut r,
+            "last_reload_success_timestamp_seconds",
+            "When the last reload was applied (Unix time; 0: never).",
+            self.last_reload.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut r,
+            "config_generation",
+            "Reloads applied since start.",
+            self.generation.load(Relaxed) as i64,
+        );
+        counter(
+            &mut r,
+            "sessions_revoked",
+            "Listener sessions ended by a reload that revoked their credential.",
+            self.sessions_revoked.load(Relaxed),
         );
         let dial_errors = Family::<KindLabel, Counter>::default();
         for (i, k) in DIAL_ERROR_KINDS.iter().enumerate() {

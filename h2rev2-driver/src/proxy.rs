@@ -225,6 +225,12 @@ impl ProxyClients {
         self.closed = true;
         self.by_id.clear();
     }
+
+    /// Drops the pooled client of `id` and its idle conns (a reload revoked a
+    /// session of the id): the next request dials afresh.
+    pub(crate) fn forget(&mut self, id: &DialerId) {
+        self.by_id.remove(id);
+    }
 }
 
 /// The pooled client for `id`, made on first use; `None` once the server is shutting

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +39,16 @@ use crate::runtime::Rt;
 use crate::sessions::{SessionInfo, SessionTable};
 use crate::settings::H2Settings;
 use crate::tunnel::{ConnSlot, TunnelShare};
+
+/// What [`Server::reload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reloaded {
+    /// The configuration's generation now ([`Server::generation`]).
+    pub generation: u64,
+    /// Ids whose sessions the new policy no longer admits, ended.
+    pub ended: Vec<DialerId>,
+}
 
 /// How long an HTTP/2 connection closed for idleness (or for never opening a stream)
 /// may take to read its GOAWAY before it is cut.
@@ -163,12 +173,22 @@ pub(crate) enum Cmd {
     Sessions {
         reply: oneshot::Sender<Vec<SessionInfo>>,
     },
+    /// [`Server::reload`]: the core's new settings; the ids whose sessions ended.
+    Reconfigure {
+        config: Box<ServerConfig>,
+        reply: oneshot::Sender<Vec<DialerId>>,
+    },
 }
 
 pub(crate) struct Inner {
     pub(crate) rt: Rt,
     pub(crate) cmd: mpsc::UnboundedSender<Cmd>,
-    pub(crate) config: ServerConfig,
+    /// The configuration in force; [`Server::reload`] replaces it.
+    config: RwLock<Arc<ServerConfig>>,
+    /// How many times it was replaced.
+    generation: AtomicU64,
+    /// Reloads serialised, so that configs reach the driver in their order.
+    reloading: tokio::sync::Mutex<()>,
     next: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -226,12 +246,15 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let seed = fastrand::u64(..);
         let dialer = Dialer::new(config.dialer.clone(), seed);
+        let (conn_config, refusals) = (config.conn, config.refusals);
         let (shutdown, _) = watch::channel(None);
         let sessions = Arc::new(SessionTable::default());
         let inner = Arc::new(Inner {
             rt: rt.clone(),
             cmd: tx.clone(),
-            config,
+            config: RwLock::new(Arc::new(config)),
+            generation: AtomicU64::new(0),
+            reloading: Default::default(),
             next: AtomicU64::new(1),
             metrics: metrics.clone(),
             per_ip: Mutex::new(HashMap::new()),
@@ -249,8 +272,8 @@ impl Server {
             fresh: Vec::new(),
             dials: HashMap::new(),
             metrics,
-            conn_config: inner.config.conn,
-            refusals: RefusalThrottle::new(inner.config.refusals),
+            conn_config,
+            refusals: RefusalThrottle::new(refusals),
             rt: rt.clone(),
             sessions,
         };
@@ -268,9 +291,49 @@ impl Server {
         &self.inner.rt
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
+    /// The configuration in force now (a snapshot: [`Server::reload`] may replace it).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many times [`Server::reload`] replaced the configuration (0 at start).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Relaxed)
+    }
+
+    /// Replaces the configuration while everything keeps serving (a live reload):
+    /// Listeners' credentials, Client access control, limits, timeouts and routes
+    /// apply from now on; live sessions that the new authentication policy would no
+    /// longer admit (their token removed or changed, certificate binding or anonymous
+    /// mode turned off: [`h2rev2_proto::auth::AuthPolicy::still_admits`]) end now,
+    /// with their connection when it carries no other session, and every other
+    /// session is untouched. HTTP/2 settings apply to new connections.
+    pub async fn reload(&self, config: ServerConfig) -> Reloaded {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        let config = Arc::new(config);
+        *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = config.clone();
+        let generation = self.inner.generation.fetch_add(1, Relaxed) + 1;
+        let (reply, ended) = oneshot::channel();
+        let cmd = Cmd::Reconfigure {
+            config: Box::new((*config).clone()),
+            reply,
+        };
+        let ended = match self.inner.cmd.send(cmd) {
+            Ok(()) => ended.await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        {
+            let mut clients = self.inner.clients.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &ended {
+                clients.forget(id);
+            }
+        }
+        self.inner.metrics.reload_applied(generation, ended.len());
+        Reloaded { generation, ended }
     }
 
     /// Live counters.
@@ -415,7 +478,7 @@ impl Server {
             let handshake = handshake.clone();
             self.inner.rt.spawn(async move {
                 let _slot = slot;
-                let timeout = this.inner.config.handshake_timeout;
+                let timeout = this.config().handshake_timeout;
                 let accepted = match this.inner.rt.timeout(timeout, handshake(raw)).await {
                     Some(Ok(a)) => a,
                     Some(Err(e)) => return debug!(%peer, error = %e, "handshake failed"),
@@ -463,7 +526,7 @@ impl Server {
     fn admit(&self, peer: SocketAddr) -> Option<IpSlot> {
         let mut map = self.inner.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(peer.ip()).or_insert(0);
-        if *n >= self.inner.config.max_connections_per_ip {
+        if *n >= self.config().max_connections_per_ip {
             self.inner.metrics.limit_refusals.fetch_add(1, Relaxed);
             return None;
         }
@@ -502,7 +565,7 @@ impl Server {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let cfg = &self.inner.config;
+        let cfg = &*self.config();
         let rt = &self.inner.rt;
         let handshake = crate::settings::server(&cfg.h2).handshake::<_, Bytes>(io);
         let mut conn = match rt.timeout(cfg.handshake_timeout, handshake).await {
@@ -576,6 +639,12 @@ impl Server {
                         idle_check.as_mut().reset(idle_rule.poll_timeout().unwrap_or_else(far));
                     }
                 }
+                _ = tunnel.close.notified(), if !draining => {
+                    info!(%peer, "closing the connection: a reload revoked its session");
+                    draining = true;
+                    conn.graceful_shutdown();
+                    drain_deadline.as_mut().reset(rt.now() + IDLE_DRAIN);
+                }
                 _ = tunnel.became_tunnel.notified(), if !is_tunnel => {
                     is_tunnel = true;
                     conn.set_target_window_size(cfg.tunnel_connection_window);
@@ -609,8 +678,7 @@ impl Server {
         tunnel: &Arc<TunnelShare>,
     ) {
         let route = self
-            .inner
-            .config
+            .config()
             .routes
             .route(req.uri().path(), req.uri().query());
         match route {
@@ -970,6 +1038,27 @@ impl Driver {
             Cmd::Sessions { reply } => {
                 let dialer = &self.dialer;
                 let _ = reply.send(self.sessions.snapshot(|k| dialer.session_spares(k)));
+                Ok(())
+            }
+            Cmd::Reconfigure { config, reply } => {
+                self.conn_config = config.conn;
+                let out = self.dialer.reconfigure(now, config.dialer);
+                let mut ids = Vec::new();
+                for (key, id, conn) in out.ended {
+                    // Before the SessionDown actions remove the sessions from the table.
+                    if out.idle_conns.contains(&conn) {
+                        if let Some(t) = self.sessions.tunnel(key) {
+                            t.close.notify_one();
+                        }
+                    }
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                for id in &ids {
+                    warn!(%id, "a reload revoked this id's session: ended");
+                }
+                let _ = reply.send(ids);
                 Ok(())
             }
         };

@@ -113,6 +113,12 @@ impl SessionTable {
     }
 
     /// The core reported session `key` down, for `reason`.
+    /// The connection share of the live session `key`.
+    pub(crate) fn tunnel(&self, key: SessionKey) -> Option<Arc<TunnelShare>> {
+        let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.live.get(&key).map(|e| e.tunnel.clone())
+    }
+
     pub(crate) fn down(&self, key: SessionKey, id: &DialerId, reason: &str) {
         self.with(|t| {
             t.live.remove(&key);

@@ -15,6 +15,8 @@ pub(crate) struct TunnelShare {
     pub(crate) became_tunnel: Notify,
     /// Told when a conn opens or closes on it.
     pub(crate) changed: Notify,
+    /// Told when the connection must close (a reload revoked its last session).
+    pub(crate) close: Notify,
     conns: AtomicUsize,
     /// Bytes read from its conns (Listener to Dialer), since it started.
     bytes_in: AtomicU64,

@@ -308,9 +308,9 @@ pub const REVOKED: &str = "its credential was revoked by a configuration reload"
 /// What [`Dialer::reconfigure`] ended.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconfigured {
-    /// The sessions ended, with their ids (each also reported by
+    /// The sessions ended, with their ids and connections (each also reported by
     /// [`Action::SessionDown`]).
-    pub ended: Vec<(SessionKey, DialerId)>,
+    pub ended: Vec<(SessionKey, DialerId, ConnId)>,
     /// Connections that carried an ended session and carry no session now: the
     /// adapter closes them, so that no stream of a revoked Listener (an idle pooled
     /// reverse connection) serves again.
@@ -512,7 +512,7 @@ impl Dialer {
         let mut out = Reconfigured::default();
         for (key, id, conn) in revoked {
             self.close_session(now, key, REVOKED.into(), true);
-            out.ended.push((key, id));
+            out.ended.push((key, id, conn));
             if !out.idle_conns.contains(&conn) {
                 out.idle_conns.push(conn);
             }
@@ -1108,7 +1108,7 @@ mod tests {
         new.auth.add_token(i("a"), "ta2").add_token(i("b"), "tb");
         new.auth.add_token(i("d"), "td");
         let out = d.reconfigure(now, new);
-        let mut ended: Vec<&str> = out.ended.iter().map(|(_, id)| id.as_str()).collect();
+        let mut ended: Vec<&str> = out.ended.iter().map(|(_, id, _)| id.as_str()).collect();
         ended.sort();
         assert_eq!(ended, ["a", "c"]);
         // Connection 2 still carries b: only connection 1 is idle.

@@ -129,12 +129,75 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The server certificate in force, replaceable while the server runs: a renewed
+/// certificate (certbot) takes effect for the next TLS handshakes, without a restart;
+/// connections already open keep theirs. Share it between [`server_config_with`] and
+/// whatever reloads it.
+#[derive(Debug)]
+pub struct CertSlot(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl CertSlot {
+    /// A slot holding `identity` (its key checked against its certificate).
+    pub fn new(identity: Identity) -> Result<Arc<CertSlot>, TlsError> {
+        Ok(Arc::new(CertSlot(std::sync::RwLock::new(certified(
+            identity,
+        )?))))
+    }
+
+    /// Serves `identity` from the next handshake on. On an error (a key that is not
+    /// the certificate's, an unusable key) the slot keeps what it held.
+    pub fn replace(&self, identity: Identity) -> Result<(), TlsError> {
+        let key = certified(identity)?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+
+    /// The leaf certificate served now.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        let key = self.0.read().unwrap_or_else(|e| e.into_inner());
+        key.cert.first().cloned()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertSlot {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+fn certified(identity: Identity) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let unusable = |e: rustls::Error| {
+        TlsError(format!(
+            "certificate and key do not form a usable pair: {e}"
+        ))
+    };
+    let key = provider()
+        .key_provider
+        .load_private_key(identity.key)
+        .map_err(unusable)?;
+    let ck = rustls::sign::CertifiedKey::new(identity.certs, key);
+    ck.keys_match().map_err(unusable)?;
+    Ok(Arc::new(ck))
+}
+
 /// The public server's TLS config: ALPN `h2` and `http/1.1`.
 ///
 /// With `client_roots`, client certificates signed by those roots are requested (and
 /// optional: token-authenticated Listeners and ordinary Clients need none).
 pub fn server_config(
     identity: Identity,
+    client_roots: Option<RootCertStore>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(CertSlot::new(identity)?, client_roots)
+}
+
+/// The same, serving whatever certificate `slot` holds at each handshake
+/// ([`CertSlot::replace`] rotates it).
+pub fn server_config_with(
+    slot: Arc<CertSlot>,
     client_roots: Option<RootCertStore>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
@@ -153,13 +216,7 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder
-        .with_single_cert(identity.certs, identity.key)
-        .map_err(|e| {
-            TlsError(format!(
-                "certificate and key do not form a usable pair: {e}"
-            ))
-        })?;
+    let mut cfg = builder.with_cert_resolver(slot);
     cfg.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -338,5 +395,31 @@ impl rustls::client::danger::ServerCertVerifier for CustomVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str) -> Identity {
+        Identity::self_signed(&[name.to_string()]).unwrap().0
+    }
+
+    #[test]
+    fn a_cert_slot_rotates_and_refuses_a_key_of_another_certificate() {
+        let (a, b) = (identity("a.example"), identity("b.example"));
+        let slot = CertSlot::new(a.clone()).unwrap();
+        assert_eq!(slot.leaf().as_ref(), a.certs.first());
+        slot.replace(b.clone()).unwrap();
+        assert_eq!(slot.leaf().as_ref(), b.certs.first());
+        let mixed = Identity {
+            certs: a.certs.clone(),
+            key: b.key.clone_key(),
+        };
+        let e = slot.replace(mixed.clone()).unwrap_err();
+        assert!(e.to_string().contains("do not form a usable pair"), "{e}");
+        assert_eq!(slot.leaf().as_ref(), b.certs.first(), "the old one is kept");
+        assert!(CertSlot::new(mixed).is_err());
     }
 }
