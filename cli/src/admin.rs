@@ -35,8 +35,9 @@ use crate::error::CliError;
 pub struct Admin {
     /// The public server.
     pub server: Server,
-    /// The bearer token every route but `/healthz` needs, if any.
-    pub token: Option<String>,
+    /// The bearer token every route but `/healthz` needs, if any (a reload may
+    /// replace it).
+    pub token: std::sync::RwLock<Option<String>>,
     /// True once the tunnel listener serves, false again when shutdown begins.
     pub ready: Arc<AtomicBool>,
 }
@@ -191,7 +192,8 @@ impl Admin {
 
     /// Whether `req` carries the token (always, when there is none).
     fn authorized<B>(&self, req: &Request<B>) -> bool {
-        let Some(token) = &self.token else {
+        let token = self.token.read().unwrap_or_else(|e| e.into_inner());
+        let Some(token) = token.as_ref() else {
             return true;
         };
         let given = req

@@ -32,7 +32,9 @@ http://127.0.0.1:9100/), and the sessions as a table:
 Shell completions: `h2rev2 completions bash` (zsh, fish, elvish, powershell).
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more or less detail, and
---log-format json for one JSON object per line. SIGHUP is logged and ignored.
+--log-format json for one JSON object per line. The server reloads its configuration
+on SIGHUP and when a file it reads changes (tokens, certificate, config file); sessions
+stay up, except those whose token was removed or changed.
 
 Exit codes: 0 ok (also after Ctrl-C/SIGTERM), 1 runtime failure, 2 usage error
 (also an unknown key in a config file), 3 certificate/key/token/config file error,
@@ -138,7 +140,7 @@ Example:
   h2rev2 demo --port 0        # any free port (printed)";
 
 /// `h2rev2 server`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 // Which of these must be given is checked once the config file is merged in
 // (`config::check_server`): a file may hold one half and the command line the other.
 #[command(group(ArgGroup::new("identity").args(["cert", "self_signed"])))]
@@ -506,7 +508,8 @@ pub struct ConfigArgs {
     /// (`max-requests-per-id = 64`, `hostname = ["a.example"]`). Flags and their
     /// environment variables override the file; relative paths in the file (and
     /// default file names such as --cert-out's) are relative to the file's directory.
-    /// Unknown keys are errors.
+    /// Unknown keys are errors. The server reloads it (with the files it names) on
+    /// SIGHUP and when it changes; an invalid new file is refused and logged.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the effective configuration (config file and flags merged) as TOML and

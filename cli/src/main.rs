@@ -22,6 +22,7 @@ mod demo;
 mod error;
 mod legacy;
 mod logging;
+mod reload;
 mod server;
 mod signal;
 mod status;
@@ -37,7 +38,7 @@ use crate::config::Prepared;
 use crate::error::CliError;
 
 async fn run(command: Command) -> Result<(), CliError> {
-    signal::ignore_hangup();
+    signal::ignore_hangup(matches!(command, Command::Server(_)));
     match command {
         Command::Server(a) => server::run(a).await,
         Command::Client(a) => client::run(a).await,

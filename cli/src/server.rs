@@ -47,6 +47,66 @@ pub struct Running {
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     /// What `/readyz` reports: cleared when shutdown begins.
     ready: Arc<AtomicBool>,
+    /// What a reload may replace.
+    pub live: Arc<Live>,
+}
+
+/// The parts of a running server that a reload replaces besides its configuration.
+pub struct Live {
+    /// The server handle.
+    pub server: Server,
+    /// The certificate served.
+    pub cert: Arc<tls::CertSlot>,
+    /// The TCP forwards being served.
+    pub forwards: std::sync::Mutex<Vec<Forward>>,
+    /// The admin endpoint's state, when one is served.
+    pub admin: Option<Arc<crate::admin::Admin>>,
+}
+
+/// One TCP forward being served: `--tcp ADDR=ID`.
+pub struct Forward {
+    /// The address as given.
+    pub addr: String,
+    /// The id it reaches.
+    pub id: DialerId,
+    /// Its accept loop: aborting it closes the port (connections already forwarded
+    /// go on).
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds the TCP forwards `tcp` (nothing served yet).
+pub async fn bind_forwards(
+    tcp: &[(String, DialerId)],
+) -> Result<Vec<(String, TcpListener, DialerId)>, CliError> {
+    let mut out = Vec::new();
+    for (a, id) in tcp {
+        let l = bind(&format!("TCP forwarding to {id}"), a).await?;
+        out.push((a.clone(), l, id.clone()));
+    }
+    Ok(out)
+}
+
+/// Serves bound TCP forwards.
+pub fn serve_forwards(
+    server: &Server,
+    bound: Vec<(String, TcpListener, DialerId)>,
+) -> Result<Vec<Forward>, CliError> {
+    let mut out = Vec::new();
+    for (addr, l, id) in bound {
+        let local = l
+            .local_addr()
+            .map_err(|e| CliError::runtime(e.to_string()))?;
+        info!("forwarding TCP {local} to id {id}");
+        let task = tokio::spawn(server.clone().forward_tcp(l, id.clone()));
+        out.push(Forward { addr, id, task });
+    }
+    Ok(out)
 }
 
 /// Parses a dialer id given on the command line.
@@ -235,23 +295,23 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::runtime(e.to_string()))?;
-    let mut forwards = Vec::new();
-    for (a, id) in plan.tcp {
-        forwards.push((bind(&format!("TCP forwarding to {id}"), &a).await?, id));
-    }
-    let tls = tls::server_config(plan.identity, plan.client_roots)
+    let forwards = bind_forwards(&plan.tcp).await?;
+    let cert = tls::CertSlot::new(plan.identity).map_err(|e| CliError::config(e.to_string()))?;
+    let tls = tls::server_config_with(cert.clone(), plan.client_roots)
         .map_err(|e| CliError::config(e.to_string()))?;
     let server = Server::new(plan.config);
     let ready = Arc::new(AtomicBool::new(false));
+    let mut admin = None;
     if !plan.admin.is_empty() {
-        let admin = Arc::new(crate::admin::Admin {
+        let a = Arc::new(crate::admin::Admin {
             server: server.clone(),
-            token: plan.admin_token,
+            token: std::sync::RwLock::new(plan.admin_token),
             ready: ready.clone(),
         });
-        for a in plan.admin {
-            crate::admin::start(a, admin.clone()).await?;
+        for addr in plan.admin {
+            crate::admin::start(addr, a.clone()).await?;
         }
+        admin = Some(a);
     }
     // Only now that every port is ours: a start that fails to bind must not replace the
     // certificate or key of a server still running with them.
@@ -259,21 +319,22 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
         ss.write()?;
         ss.report();
     }
-    for (l, id) in forwards {
-        let local = l
-            .local_addr()
-            .map_err(|e| CliError::runtime(e.to_string()))?;
-        info!("forwarding TCP {local} to id {id}");
-        tokio::spawn(server.clone().forward_tcp(l, id));
-    }
+    let forwards = serve_forwards(&server, forwards)?;
     let serve = tokio::spawn(server.clone().serve(listener, tls));
     ready.store(true, Relaxed);
     info!("Serving on https://{addr}");
+    let live = Arc::new(Live {
+        server: server.clone(),
+        cert,
+        forwards: std::sync::Mutex::new(forwards),
+        admin,
+    });
     Ok(Running {
         server,
         addr,
         serve,
         ready,
+        live,
     })
 }
 
@@ -309,5 +370,7 @@ impl Running {
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let grace = Duration::from_secs(args.grace);
     let plan = plan(&args)?;
-    start(plan).await?.until_signal(grace).await
+    let running = start(plan).await?;
+    crate::reload::spawn(running.live.clone(), args);
+    running.until_signal(grace).await
 }

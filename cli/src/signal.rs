@@ -1,5 +1,6 @@
-//! SIGINT (Ctrl-C) and SIGTERM end the process gracefully; SIGHUP is logged and
-//! ignored.
+//! SIGINT (Ctrl-C) and SIGTERM end the process gracefully; SIGHUP never ends it: the
+//! server reloads its configuration ([`crate::reload`]), other commands log and
+//! ignore it.
 
 /// Waits for SIGINT or SIGTERM; returns its name.
 pub async fn wait() -> &'static str {
@@ -33,13 +34,13 @@ pub async fn wait() -> &'static str {
     }
 }
 
-/// The line logged for each SIGHUP.
-pub const HANGUP_IGNORED: &str = "SIGHUP: reload is not supported yet; ignoring";
+/// The line logged for each SIGHUP by commands that do not reload.
+pub const HANGUP_IGNORED: &str = "SIGHUP: only `h2rev2 server` reloads its configuration; ignoring";
 
-/// Keeps SIGHUP from ending the process (its default action): from now on each one is
-/// logged and otherwise ignored. Live reload is not implemented yet. Call it inside
-/// the tokio runtime, before serving.
-pub fn ignore_hangup() {
+/// Keeps SIGHUP from ending the process (its default action), from now on; each one
+/// is logged unless `quiet` (the server, whose reload task logs its own line). Call
+/// it inside the tokio runtime, first.
+pub fn ignore_hangup(quiet: bool) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -49,7 +50,9 @@ pub fn ignore_hangup() {
             Ok(mut hup) => {
                 tokio::spawn(async move {
                     while hup.recv().await.is_some() {
-                        tracing::warn!("{HANGUP_IGNORED}");
+                        if !quiet {
+                            tracing::warn!("{HANGUP_IGNORED}");
+                        }
                     }
                 });
             }
