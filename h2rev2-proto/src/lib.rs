@@ -17,6 +17,7 @@
 //! | [`listener`] | the NAT side: connect, control, `conn-ready`, spares, backoff |
 //! | [`conn`] | one HTTP/2 stream as a byte connection: credit, coalescing, half-close |
 //! | [`auth`] | tokens, certificate-bound ids, anonymous mode, takeover rule |
+//! | [`cluster`] | which replica of a cluster holds an id: leases, compare-and-delete, lookups |
 //! | [`settings`] | HTTP/2 settings every adapter applies (windows, limits, keep-alive) |
 //! | [`error`] | errors typed by blame |
 //! | [`idle`] | when a server closes an HTTP/2 connection without streams |
@@ -72,6 +73,7 @@
 
 pub mod auth;
 pub mod caller;
+pub mod cluster;
 pub mod conn;
 pub mod dialer;
 pub mod error;
