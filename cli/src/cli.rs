@@ -249,6 +249,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
     pub routes: RouteArgs,
     /// Seconds a dial waits for the client's reverse connection (504 after that).
     #[arg(
@@ -293,6 +295,36 @@ pub struct AdminArgs {
     /// `Authorization: Bearer TOKEN` (401 otherwise).
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+}
+
+/// Running several public servers as one cluster (shared registry on Redis).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterArgs {
+    /// Join a cluster whose registry is this Redis server (redis://HOST:PORT[/DB]):
+    /// every replica then serves every id, forwarding a request for an id held by
+    /// another replica to it. Needs --cluster-advertise and --cluster-token-file.
+    #[arg(long, value_name = "URL")]
+    pub cluster_redis: Option<String>,
+    /// How the other replicas reach this one: https://HOST:PORT of its --listen.
+    #[arg(long, value_name = "URL")]
+    pub cluster_advertise: Option<String>,
+    /// This replica's name, unique in the cluster. Default: HOST:PORT of
+    /// --cluster-advertise.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_replica: Option<String>,
+    /// A file whose first line is the secret every replica shares: forwarded
+    /// requests carry it, requests with a wrong one get 403.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// PEM certificate(s) to trust for the other replicas (their own or their CA).
+    /// Default: this server's certificate (replicas sharing one certificate).
+    #[arg(long, value_name = "FILE")]
+    pub cluster_ca: Option<PathBuf>,
+    /// Seconds a registration lives without a refresh: a replica that dies frees
+    /// its ids after at most this.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub cluster_lease: u64,
 }
 
 /// `h2rev2 status`.
@@ -408,9 +440,11 @@ pub struct RouteArgs {
 // merged in (`config::check_client`, `client::plan`).
 #[command(group(ArgGroup::new("service").args(["proxy_host", "tcp_target"])))]
 pub struct ClientArgs {
-    /// The public server: https://HOST:PORT[/BASE] (required).
+    /// The public server: https://HOST:PORT[/BASE] (required). Repeat it for the
+    /// replicas of a cluster: the client keeps a session to each, dials are spread
+    /// over them, and when one replica goes the others carry the traffic.
     #[arg(long, value_name = "URL")]
-    pub server: Option<String>,
+    pub server: Vec<String>,
     /// The id to register under (required; the server's token file must hold a token
     /// for it).
     #[arg(long, value_name = "ID")]

@@ -33,8 +33,9 @@ pub enum Service {
 
 /// Everything needed to start a client.
 pub struct ClientPlan {
-    /// `https://host:port[/base]`.
-    pub server: String,
+    /// `https://host:port[/base]`: one, or the replicas of a cluster (a session to
+    /// each).
+    pub servers: Vec<String>,
     /// The id to register.
     pub id: DialerId,
     /// Bearer token.
@@ -80,9 +81,11 @@ pub fn parse_tcp_target(s: &str) -> Result<String, CliError> {
 
 /// Builds the plan of `h2rev2 client`.
 pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
-    let (Some(server), Some(id)) = (args.server, args.id) else {
+    let (false, Some(id)) = (args.server.is_empty(), args.id) else {
         return Err(CliError::usage("--server and --id are required"));
     };
+    let mut servers = args.server;
+    servers.dedup();
     let id = parse_id("--id", &id)?;
     let service = match (&args.proxy_host, &args.tcp_target) {
         (Some(p), None) => Service::Http {
@@ -115,7 +118,7 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
     let tls = crate::certs::client_tls(args.ca.as_deref(), args.insecure, identity)?;
     let token = args.token.filter(|t| !t.is_empty());
     Ok(ClientPlan {
-        server,
+        servers,
         id,
         token,
         tls,
@@ -128,9 +131,13 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
     })
 }
 
-/// Starts the Listener (connecting in the background).
-pub fn bind(plan: &ClientPlan) -> Result<Listener, CliError> {
-    let mut opts = ListenerOptions::new(&plan.server, plan.id.clone(), plan.tls.clone())
+/// Starts one Listener per server (connecting in the background).
+pub fn bind(plan: &ClientPlan) -> Result<Vec<Listener>, CliError> {
+    plan.servers.iter().map(|s| bind_one(plan, s)).collect()
+}
+
+fn bind_one(plan: &ClientPlan, server: &str) -> Result<Listener, CliError> {
+    let mut opts = ListenerOptions::new(server, plan.id.clone(), plan.tls.clone())
         .map_err(|e| CliError::usage(format!("--server: {e}")))?;
     opts.token = plan.token.clone();
     let mut routes = opts.machine.routes.clone();
@@ -140,7 +147,7 @@ pub fn bind(plan: &ClientPlan) -> Result<Listener, CliError> {
             return Err(CliError::usage(format!(
                 "--base-path {:?} and the path of --server {:?} disagree: give the base \
                  path once",
-                plan.routes.base_path, plan.server
+                plan.routes.base_path, server
             )));
         }
         routes = routes.with_base(&plan.routes.base_path);
@@ -228,8 +235,26 @@ fn watch(listener: &Listener, id: DialerId, server: String) {
     });
 }
 
-/// Serves `listener` until a signal (`Ok`) or until it gives up (`Err`).
-pub async fn serve(listener: Listener, service: Service) -> Result<(), CliError> {
+/// Serves `listeners` until a signal (`Ok`) or until every one gave up (`Err`, for
+/// the last one).
+pub async fn serve(listeners: Vec<Listener>, service: Service) -> Result<(), CliError> {
+    let all = futures_util::future::join_all(
+        listeners.into_iter().map(|l| serve_one(l, service.clone())),
+    );
+    tokio::select! {
+        results = all => Err(results
+            .into_iter()
+            .last()
+            .unwrap_or_else(|| CliError::usage("no server to connect to"))),
+        sig = signal::wait() => {
+            info!("received {sig}: closing");
+            Ok(())
+        }
+    }
+}
+
+/// Serves one Listener until it gives up; why.
+async fn serve_one(listener: Listener, service: Service) -> CliError {
     let status = listener.watch_status();
     let served = async move {
         match service {
@@ -249,24 +274,17 @@ pub async fn serve(listener: Listener, service: Service) -> Result<(), CliError>
             }
         }
     };
-    tokio::select! {
-        r = served => {
-            let why = match r {
-                Ok(()) => "the reverse connection closed".to_string(),
-                Err(e) => e.to_string(),
-            };
-            let code = match &*status.borrow() {
-                Status::Closed(r) if matches!(r.refusal(), Some((401 | 403, _))) => {
-                    Code::AuthRefused
-                }
-                _ => Code::Runtime,
-            };
-            Err(CliError { code, message: format!("the client stopped: {why}") })
-        }
-        sig = signal::wait() => {
-            info!("received {sig}: closing");
-            Ok(())
-        }
+    let why = match served.await {
+        Ok(()) => "the reverse connection closed".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let code = match &*status.borrow() {
+        Status::Closed(r) if matches!(r.refusal(), Some((401 | 403, _))) => Code::AuthRefused,
+        _ => Code::Runtime,
+    };
+    CliError {
+        code,
+        message: format!("the client stopped: {why}"),
     }
 }
 
@@ -278,7 +296,9 @@ pub async fn run(args: ClientArgs) -> Result<(), CliError> {
 
 /// Runs a client plan until a signal.
 pub async fn run_plan(plan: ClientPlan) -> Result<(), CliError> {
-    let listener = bind(&plan)?;
-    watch(&listener, plan.id.clone(), plan.server.clone());
-    serve(listener, plan.service).await
+    let listeners = bind(&plan)?;
+    for (l, server) in listeners.iter().zip(&plan.servers) {
+        watch(l, plan.id.clone(), server.clone());
+    }
+    serve(listeners, plan.service).await
 }

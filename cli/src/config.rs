@@ -55,16 +55,36 @@ macro_rules! as_is {
     )*};
 }
 as_is!(
-    String,
-    bool,
-    u64,
-    u32,
-    usize,
-    SocketAddr,
-    Vec<String>,
-    LogFormat,
-    WireArg
+    String, bool, u64, u32, usize, SocketAddr, LogFormat, WireArg
 );
+
+/// A repeatable flag in the file: an array, or one string for a single value
+/// (`server = "https://a"` as well as `server = ["https://a", "https://b"]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl Value for Vec<String> {
+    type File = OneOrMany;
+    fn from_file(v: OneOrMany, _: &Path) -> Vec<String> {
+        v.into_vec()
+    }
+    fn to_file(&self) -> Option<OneOrMany> {
+        Some(OneOrMany::Many(self.clone()))
+    }
+}
 
 impl Value for PathBuf {
     type File = PathBuf;
@@ -225,6 +245,12 @@ settings! {
         admin: Option<SocketAddr> => admin.admin;
         metrics: Option<SocketAddr> => admin.metrics;
         admin_token_file: Option<PathBuf> => admin.admin_token_file;
+        cluster_redis: Option<String> => cluster.cluster_redis;
+        cluster_advertise: Option<String> => cluster.cluster_advertise;
+        cluster_replica: Option<String> => cluster.cluster_replica;
+        cluster_token_file: Option<PathBuf> => cluster.cluster_token_file;
+        cluster_ca: Option<PathBuf> => cluster.cluster_ca;
+        cluster_lease: u64 => cluster.cluster_lease;
         base_path: String => routes.base_path;
         dialer_path: String => routes.dialer_path;
         dialer_key: String => routes.dialer_key;
@@ -253,7 +279,7 @@ settings! {
     /// The settings of a client's config file: every flag of `h2rev2 client` but
     /// `--config` and `--print-config`.
     ClientFile for ClientArgs {
-        server: Option<String> => server;
+        server: Vec<String> => server;
         id: Option<String> => id;
         token: Option<String> => token;
         ca: Option<PathBuf> => ca;
@@ -321,7 +347,9 @@ pub fn prepare(command: Command, matches: &ArgMatches) -> Result<Prepared, CliEr
             if args.file.print_config {
                 let mut eff = ClientFile::effective(&args);
                 eff.token = eff.token.map(|_| MASK.to_string());
-                eff.server = eff.server.map(|u| mask_url_password(&u));
+                eff.server = eff.server.map(|s| {
+                    OneOrMany::Many(s.into_vec().iter().map(|u| mask_url_password(u)).collect())
+                });
                 eff.proxy_host = eff.proxy_host.map(|u| mask_url_password(&u));
                 return Ok(Prepared::Print(render("client", &eff)));
             }
@@ -451,7 +479,7 @@ fn check_server(args: &ServerArgs, given: &Given) -> Result<(), CliError> {
 
 /// The requirements between `client` settings that clap cannot check before the merge.
 fn check_client(args: &ClientArgs, given: &Given) -> Result<(), CliError> {
-    if args.server.is_none() {
+    if args.server.is_empty() {
         return Err(CliError::usage(
             "give the public server: --server https://HOST:PORT (or `server` in the \
              config file)",

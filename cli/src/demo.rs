@@ -95,6 +95,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         tcp: Vec::new(),
         admin: crate::server::admin_addrs(None, args.metrics),
         admin_token: None,
+        cluster: None,
     })
     .await
     .map_err(|mut e| {
@@ -110,7 +111,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let hello = start_hello().await?;
 
     let plan = ClientPlan {
-        server: format!("https://localhost:{port}"),
+        servers: vec![format!("https://localhost:{port}")],
         id: id.clone(),
         token: Some(token),
         tls: crate::certs::client_tls(Some(&cert_path), false, None)?,
@@ -131,9 +132,10 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         max_attempts: None,
         max_backoff: Duration::from_secs(2),
     };
-    let listener = client::bind(&plan)?;
-    match tokio::time::timeout(Duration::from_secs(10), listener.wait_up()).await {
-        Ok(Ok(())) => {}
+    let listeners = client::bind(&plan)?;
+    let up = futures_util::future::try_join_all(listeners.iter().map(|l| l.wait_up()));
+    match tokio::time::timeout(Duration::from_secs(10), up).await {
+        Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(CliError::runtime(format!("the demo client stopped: {e}"))),
         Err(_) => {
             return Err(CliError::runtime(
@@ -171,7 +173,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let _ = stdout.flush();
     drop(stdout);
 
-    let serving = tokio::spawn(client::serve(listener, plan.service));
+    let serving = tokio::spawn(client::serve(listeners, plan.service));
     let result = running.until_signal(Duration::from_secs(1)).await;
     serving.abort();
     drop(dir);

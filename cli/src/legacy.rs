@@ -66,6 +66,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
             tcp: Vec::new(),
             admin: Vec::new(),
             admin_token: None,
+            cluster: None,
         };
         server::start(plan)
             .await?
@@ -91,7 +92,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
             args.host.clone()
         };
         let plan = ClientPlan {
-            server: format!("https://{host}:{}", args.port),
+            servers: vec![format!("https://{host}:{}", args.port)],
             id,
             token: None,
             tls,

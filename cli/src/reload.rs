@@ -226,6 +226,10 @@ async fn reload(live: &Live, old: &ServerArgs) -> Result<ServerArgs, CliError> {
         ),
         ("--client-ca", old.client_ca != args.client_ca),
         (
+            "the --cluster-* settings",
+            format!("{:?}", old.cluster) != format!("{:?}", args.cluster),
+        ),
+        (
             "--self-signed, --cert-out, --self-signed-key, --hostname",
             (
                 old.self_signed,

@@ -36,6 +36,82 @@ pub struct ServerPlan {
     pub admin: Vec<SocketAddr>,
     /// The admin endpoints' bearer token (`--admin-token-file`).
     pub admin_token: Option<String>,
+    /// The cluster to join (`--cluster-redis`).
+    pub cluster: Option<ClusterPlan>,
+}
+
+/// How the server joins a cluster.
+pub struct ClusterPlan {
+    /// The Redis URL.
+    pub redis: String,
+    /// The replica's registry settings.
+    pub config: h2rev2_tokio::driver::cluster::ClusterConfig,
+}
+
+/// The cluster settings of `args`, checked.
+fn cluster_plan(args: &ServerArgs, identity: &Identity) -> Result<Option<ClusterPlan>, CliError> {
+    let c = &args.cluster;
+    let Some(redis) = &c.cluster_redis else {
+        for (given, flag) in [
+            (c.cluster_advertise.is_some(), "--cluster-advertise"),
+            (c.cluster_replica.is_some(), "--cluster-replica"),
+            (c.cluster_token_file.is_some(), "--cluster-token-file"),
+            (c.cluster_ca.is_some(), "--cluster-ca"),
+        ] {
+            if given {
+                return Err(CliError::usage(format!("{flag} needs --cluster-redis URL")));
+            }
+        }
+        return Ok(None);
+    };
+    let (Some(advertise), Some(token_file)) = (&c.cluster_advertise, &c.cluster_token_file) else {
+        return Err(CliError::usage(
+            "--cluster-redis needs --cluster-advertise https://HOST:PORT (how the other \
+             replicas reach this one) and --cluster-token-file FILE (the secret they share)",
+        ));
+    };
+    let uri: http::Uri = advertise
+        .parse()
+        .map_err(|e| CliError::usage(format!("--cluster-advertise {advertise:?}: {e}")))?;
+    let (Some("https"), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(CliError::usage(format!(
+            "--cluster-advertise {advertise:?}: expected https://HOST:PORT"
+        )));
+    };
+    let token = crate::admin::read_token(token_file).map_err(|e| {
+        CliError::config(
+            e.message
+                .replace("--admin-token-file", "--cluster-token-file"),
+        )
+    })?;
+    let trust = match &c.cluster_ca {
+        Some(path) => {
+            tls::load_certs(path).map_err(|e| CliError::config(format!("--cluster-ca: {e}")))?
+        }
+        None => identity.certs.clone(),
+    };
+    let peer_tls = tls::client_config(
+        tls::ServerTrust::PinnedOrChained(trust),
+        None,
+        &[tls::ALPN_H2],
+    )
+    .map_err(|e| CliError::config(e.to_string()))?;
+    let replica = c
+        .cluster_replica
+        .clone()
+        .unwrap_or_else(|| authority.as_str().to_string());
+    if replica.is_empty() || replica.contains(char::is_whitespace) {
+        return Err(CliError::usage(format!(
+            "--cluster-replica {replica:?}: a name without spaces"
+        )));
+    }
+    let mut registry =
+        h2rev2_tokio::proto::cluster::Config::new(replica, advertise.trim_end_matches('/'));
+    registry.lease = Duration::from_secs(c.cluster_lease.max(1));
+    Ok(Some(ClusterPlan {
+        redis: redis.clone(),
+        config: h2rev2_tokio::driver::cluster::ClusterConfig::new(registry, token, peer_tls),
+    }))
 }
 
 /// A started public server.
@@ -249,7 +325,9 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
         })?;
         tcp.push((addr.to_string(), parse_id("--tcp", id)?));
     }
+    let cluster = cluster_plan(args, &identity)?;
     Ok(ServerPlan {
+        cluster,
         listen: args.listen.clone(),
         identity,
         client_roots,
@@ -300,6 +378,21 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
     let tls = tls::server_config_with(cert.clone(), plan.client_roots)
         .map_err(|e| CliError::config(e.to_string()))?;
     let server = Server::new(plan.config);
+    if let Some(c) = plan.cluster {
+        let store = h2rev2_tokio::redis_store::RedisStore::new(&c.redis)
+            .map_err(|e| CliError::usage(format!("--cluster-redis {:?}: {e}", c.redis)))?;
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        server
+            .join_cluster(
+                Arc::new(store),
+                c.config,
+                Arc::new(h2rev2_tokio::Connector::default()),
+                generation,
+            )
+            .map_err(CliError::runtime)?;
+    }
     let ready = Arc::new(AtomicBool::new(false));
     let mut admin = None;
     if !plan.admin.is_empty() {

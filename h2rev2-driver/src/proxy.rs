@@ -655,8 +655,39 @@ async fn forward_inner(
         }
     };
     let (mut parts, body) = req.into_parts();
-    if let Some(refused) = refuse_caller(server, &id, peer, &identities, &mut parts.headers) {
-        return refused;
+    let cluster = server.inner.cluster.get().cloned();
+    match crate::cluster::Cluster::hop(cluster.as_deref(), &mut parts.headers) {
+        crate::cluster::Hop::Invalid => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "h2rev2: bad cluster credentials\n".into(),
+            );
+        }
+        // Forwarded by the replica the Client reached, which checked its credentials;
+        // served from local sessions only.
+        crate::cluster::Hop::Valid => {}
+        crate::cluster::Hop::None => {
+            if let Some(refused) = refuse_caller(server, &id, peer, &identities, &mut parts.headers)
+            {
+                return refused;
+            }
+            if let Some(c) = cluster.filter(|_| !server.inner.sessions.holds(&id)) {
+                match c.route(&id).await {
+                    h2rev2_proto::cluster::Route::Remote(owner) => {
+                        debug!(%id, replica = %owner.replica, "forwarding to the replica that holds the id");
+                        return c.forward(&id, &owner, parts, body).await;
+                    }
+                    h2rev2_proto::cluster::Route::Unavailable => {
+                        server.metrics().upstream_error("cluster_unavailable");
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "h2rev2: the cluster registry is unavailable\n".into(),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts

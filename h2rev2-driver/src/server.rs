@@ -203,6 +203,8 @@ pub(crate) struct Inner {
     pub(crate) accept_loops: std::sync::atomic::AtomicUsize,
     /// Live sessions and recent errors, for [`Server::sessions`].
     pub(crate) sessions: Arc<SessionTable>,
+    /// The cluster this replica is part of ([`Server::join_cluster`]).
+    pub(crate) cluster: Arc<std::sync::OnceLock<Arc<crate::cluster::Cluster>>>,
 }
 
 /// The public server (the Go package's `ReversePool`), on any [`Rt`]. Cheap to clone:
@@ -249,6 +251,7 @@ impl Server {
         let (conn_config, refusals) = (config.conn, config.refusals);
         let (shutdown, _) = watch::channel(None);
         let sessions = Arc::new(SessionTable::default());
+        let cluster: Arc<std::sync::OnceLock<Arc<crate::cluster::Cluster>>> = Default::default();
         let inner = Arc::new(Inner {
             rt: rt.clone(),
             cmd: tx.clone(),
@@ -262,6 +265,7 @@ impl Server {
             clients: Mutex::new(Default::default()),
             accept_loops: Default::default(),
             sessions: sessions.clone(),
+            cluster: cluster.clone(),
         });
         let driver = Driver {
             dialer,
@@ -276,6 +280,7 @@ impl Server {
             refusals: RefusalThrottle::new(refusals),
             rt: rt.clone(),
             sessions,
+            cluster,
         };
         rt.spawn(driver.run(rx));
         Server { inner }
@@ -298,6 +303,32 @@ impl Server {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Makes this server a replica of a cluster: its sessions are registered in
+    /// `store`, and a proxied request for an id that no local session holds is
+    /// forwarded to the replica that holds one (through `connect`, the binding's TCP
+    /// and TLS). Call it once, before serving; `generation` must grow from one start
+    /// of the replica to the next (milliseconds since the epoch will do). `Err` when
+    /// the server is already part of one.
+    pub fn join_cluster(
+        &self,
+        store: Arc<dyn crate::cluster::ClusterStore>,
+        config: crate::cluster::ClusterConfig,
+        connect: Arc<dyn crate::io::Connect>,
+        generation: u64,
+    ) -> Result<(), &'static str> {
+        let c = crate::cluster::Cluster::start(
+            self.inner.rt.clone(),
+            store,
+            config,
+            connect,
+            generation,
+        );
+        self.inner
+            .cluster
+            .set(c)
+            .map_err(|_| "this server is already part of a cluster")
     }
 
     /// How many times [`Server::reload`] replaced the configuration (0 at start).
@@ -953,6 +984,8 @@ struct Driver {
     refusals: RefusalThrottle<IpAddr>,
     /// What [`Server::sessions`] reports.
     sessions: Arc<SessionTable>,
+    /// Told of sessions up and down, once the server joined a cluster.
+    cluster: Arc<std::sync::OnceLock<Arc<crate::cluster::Cluster>>>,
 }
 
 impl Driver {
@@ -1250,6 +1283,9 @@ impl Driver {
                 Action::SessionUp { session, id, conn } => {
                     self.metrics.sessions.fetch_add(1, Relaxed);
                     info!(%id, session = session.index(), conn = conn.0, "session up");
+                    if let Some(c) = self.cluster.get() {
+                        c.session_up(&id);
+                    }
                 }
                 Action::SessionDown {
                     session,
@@ -1259,6 +1295,9 @@ impl Driver {
                     self.metrics.sessions.fetch_sub(1, Relaxed);
                     self.metrics.sessions_ended.fetch_add(1, Relaxed);
                     self.sessions.down(session, &id, &reason);
+                    if let Some(c) = self.cluster.get() {
+                        c.session_down(&id);
+                    }
                     info!(%id, session = session.index(), "session down: {reason}");
                 }
             }

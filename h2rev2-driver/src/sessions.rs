@@ -113,6 +113,12 @@ impl SessionTable {
     }
 
     /// The core reported session `key` down, for `reason`.
+    /// Whether a live session holds `id`.
+    pub(crate) fn holds(&self, id: &DialerId) -> bool {
+        let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.live.values().any(|e| e.id == *id)
+    }
+
     /// The connection share of the live session `key`.
     pub(crate) fn tunnel(&self, key: SessionKey) -> Option<Arc<TunnelShare>> {
         let t = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -345,6 +345,12 @@ impl Registry {
         self.cache.retain(|id, _| key(id) != key_changed);
     }
 
+    /// Forgets every cached lookup (announcements may have been missed, e.g. while
+    /// the subscription was down).
+    pub fn forget_lookups(&mut self) {
+        self.cache.clear();
+    }
+
     /// Answers operation `op`.
     pub fn handle_result(&mut self, now: Instant, op: u64, outcome: Outcome) {
         let Some(waiting) = self.waiting.remove(&op) else {

@@ -80,6 +80,7 @@ pub mod nat;
 
 pub use binding::{Connector, Listener, Server, TokioRuntime, Transport};
 pub use h2rev2_driver as driver;
+pub mod redis_store;
 pub use h2rev2_driver::sessions::{self, RecentError, SessionInfo};
 pub use h2rev2_driver::{
     BoxError, CertIdentity, ConnectError, DialConnector, H2Settings, ListenerOptions, Metrics,

@@ -1,0 +1,248 @@
+//! A cluster of 3 public servers on a real `redis-server`, through the binary: any
+//! replica serves any id (bodies checked), a wrong cluster token is refused, a
+//! Listener with sessions on two replicas survives `kill -9` of one, and with Redis
+//! stopped local sessions still serve while forwarded requests fail fast with 503.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::Digest;
+
+const UP: Duration = Duration::from_secs(20);
+
+fn sha(b: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(b))
+}
+
+/// `curl -o FILE URL` trusting `ca`; (http code, sha256 of the body).
+fn fetch(ca: &str, url: &str, out: &Path) -> (String, String) {
+    let out_s = out.display().to_string();
+    let (_, code, _) = curl(&["--cacert", ca, "-o", &out_s, "-w", "%{http_code}", url]);
+    let body = std::fs::read(out).unwrap_or_default();
+    (code, sha(&body))
+}
+
+fn redis(port: u16) -> Proc {
+    let port_s = port.to_string();
+    let mut p = Proc::spawn(
+        "redis",
+        "redis-server",
+        &[
+            "--port",
+            &port_s,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        &[],
+    );
+    p.wait_for("Ready to accept connections", UP);
+    p
+}
+
+struct Replica {
+    proc: Proc,
+    url: String,
+}
+
+fn replica(dir: &Path, n: usize, redis_port: u16) -> Replica {
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let f = |name: &str| dir.join(name).display().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let redis = format!("redis://127.0.0.1:{redis_port}");
+    let (crt, key, tokens, ct) = (f("s.crt"), f("s.key"), f("tokens.txt"), f("cluster.token"));
+    let name = format!("r{n}");
+    let args = [
+        "server",
+        "--listen",
+        &listen,
+        "--cert",
+        &crt,
+        "--key",
+        &key,
+        "--tokens",
+        &tokens,
+        "--cluster-redis",
+        &redis,
+        "--cluster-advertise",
+        &url,
+        "--cluster-token-file",
+        &ct,
+        "--cluster-replica",
+        &name,
+        "--cluster-lease",
+        "3",
+    ];
+    let mut proc = Proc::h2rev2(&name, &args, &[]);
+    proc.wait_for("Serving on https://", UP);
+    Replica { proc, url }
+}
+
+fn client(servers: &[&str], ca: &str, id: &str, token: &str, internal: &str) -> Proc {
+    let mut args = vec![
+        "client",
+        "--ca",
+        ca,
+        "--id",
+        id,
+        "--proxy-host",
+        internal,
+        "--max-backoff",
+        "1",
+    ];
+    for s in servers {
+        args.extend(["--server", s]);
+    }
+    let mut c = Proc::h2rev2(&format!("client {id}"), &args, &[("H2REV2_TOKEN", token)]);
+    c.wait_for("Serving on Reverse connection", UP);
+    c
+}
+
+/// Retries `fetch` until it answers 200 with `want`; how long it took.
+fn until_ok(ca: &str, url: &str, out: &Path, want: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (code, got) = fetch(ca, url, out);
+        if code == "200" && got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "{url}: {code} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let ca = write_file(d, "s.crt", &ck.cert.pem()).display().to_string();
+    write_file(d, "s.key", &ck.signing_key.serialize_pem());
+    write_file(d, "tokens.txt", "a ta\nb tb\nc tc\n");
+    write_file(d, "cluster.token", "cluster-s3cret\n");
+    let redis_port = free_port();
+    let mut redis = redis(redis_port);
+    let mut rs: Vec<Replica> = (1..=3).map(|n| replica(d, n, redis_port)).collect();
+
+    // Internal servers with a 1 MiB file of their own.
+    let mut files = Vec::new();
+    let mut internals = Vec::new();
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        let root = d.join(format!("www-{id}"));
+        std::fs::create_dir(&root).unwrap();
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|n: u32| (n.wrapping_mul(2654435761) >> (8 + i)) as u8)
+            .collect();
+        std::fs::write(root.join("data.bin"), &data).unwrap();
+        files.push(sha(&data));
+        let port = free_port();
+        let port_s = port.to_string();
+        let root_s = root.display().to_string();
+        let mut py = Proc::spawn(
+            &format!("http {id}"),
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                &root_s,
+                &port_s,
+            ],
+            &[],
+        );
+        py.wait_for("Serving HTTP", UP);
+        internals.push((py, format!("http://127.0.0.1:{port}")));
+    }
+    let _a = client(&[&rs[0].url], &ca, "a", "ta", &internals[0].1);
+    let _b = client(&[&rs[1].url], &ca, "b", "tb", &internals[1].1);
+    // c holds sessions on replicas 1 and 2.
+    let c = client(&[&rs[0].url, &rs[1].url], &ca, "c", "tc", &internals[2].1);
+    let mut waited = 0;
+    while c.stderr().matches("Serving on Reverse connection").count() < 2 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+        assert!(waited < 400, "c has no second session:\n{}", c.stderr());
+    }
+
+    // Every id through every replica, bodies intact.
+    let out = d.join("out.bin");
+    for r in &rs {
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            let url = format!("{}/proxy/{id}/data.bin", r.url);
+            until_ok(&ca, &url, &out, &files[i], Duration::from_secs(10));
+        }
+    }
+    // A forwarded request with a wrong cluster token is refused.
+    let (_, code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "h2rev2-cluster-token: guess",
+        "-H",
+        "h2rev2-cluster-hop: r9",
+        &format!("{}/proxy/a/data.bin", rs[1].url),
+    ]);
+    assert_eq!(code, "403");
+
+    // kill -9 of replica 1: c is still served through replica 3 (via replica 2).
+    rs[0].proc.signal("KILL");
+    let url = format!("{}/proxy/c/data.bin", rs[2].url);
+    let took = until_ok(&ca, &url, &out, &files[2], Duration::from_secs(5));
+    eprintln!("failover: c served again through r3 {took:?} after kill -9 of r1");
+    // b, held by replica 2 only, never stopped.
+    let (code, got) = fetch(&ca, &format!("{}/proxy/b/data.bin", rs[2].url), &out);
+    assert_eq!((code.as_str(), got.as_str()), ("200", files[1].as_str()));
+
+    // Redis stopped: local sessions serve, forwarded requests get 503 at once.
+    redis.signal("KILL");
+    redis.wait_exit(UP);
+    let (code, got) = fetch(&ca, &format!("{}/proxy/b/data.bin", rs[1].url), &out);
+    assert_eq!((code.as_str(), got.as_str()), ("200", files[1].as_str()));
+    // Cached routes may still serve for a moment; then the registry is needed.
+    let start = Instant::now();
+    let code = loop {
+        let t = Instant::now();
+        let (code, _) = fetch(&ca, &format!("{}/proxy/b/data.bin", rs[2].url), &out);
+        if code == "503" {
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "503 took {:?}",
+                t.elapsed()
+            );
+            break code;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never 503: {code}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, "503");
+    // Redis back: the cluster recovers by itself (registrations rewritten).
+    let _redis = self::redis(redis_port);
+    let took = until_ok(
+        &ca,
+        &format!("{}/proxy/b/data.bin", rs[2].url),
+        &out,
+        &files[1],
+        Duration::from_secs(10),
+    );
+    eprintln!("recovery: b served through r3 again {took:?} after Redis restarted");
+    for r in rs.iter_mut().skip(1) {
+        assert!(r.proc.running(), "{}", r.proc.stderr());
+    }
+}

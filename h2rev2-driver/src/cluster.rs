@@ -1,0 +1,397 @@
+//! A cluster of public servers: any replica serves any id. The core's
+//! [`h2rev2_proto::cluster::Registry`] decides what the shared store holds; this
+//! module carries it out (a [`ClusterStore`], Redis in `h2rev2-tokio`) and forwards a
+//! proxied request for an id held elsewhere to the replica that holds it, over one
+//! long-lived HTTP/2 connection per peer, authenticated by the cluster token.
+//!
+//! A forwarded request carries `h2rev2-cluster-token` and `h2rev2-cluster-hop` (the
+//! sending replica's name). The receiving replica checks the token (`403` otherwise),
+//! serves the request only from its own sessions (a request is forwarded at most once),
+//! and does not check the Client's credentials again: the replica the Client reached
+//! did, with the same rules.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use h2rev2_proto::cluster::{self, Op, Outcome, Owner, Registry, Route};
+use h2rev2_proto::wire::DialerId;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::io::{Connect, Target};
+use crate::proxy::{BoxError, ProxyBody, text};
+use crate::runtime::Rt;
+
+/// A boxed future, for [`ClusterStore`].
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The shared store of a cluster's registry. Operations are bounded by the driver
+/// ([`ClusterConfig::op_timeout`]): a store that does not answer counts as failed.
+pub trait ClusterStore: Send + Sync + 'static {
+    /// Carries out `op` (see [`Op`] for each one's semantics).
+    fn run(&self, op: Op) -> StoreFuture<Outcome>;
+    /// The keys announced on [`cluster::CHANNEL`], until the subscription breaks
+    /// (`None`: it could not be made; the driver asks again a moment later).
+    fn changes(&self) -> StoreFuture<Option<BoxStream<'static, String>>>;
+}
+
+/// How a replica takes part in a cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// Its name, address and lease times.
+    pub registry: cluster::Config,
+    /// The secret every replica shares; sent with forwarded requests.
+    pub token: String,
+    /// TLS settings for connections to other replicas (ALPN `h2` is set here).
+    pub peer_tls: Arc<rustls::ClientConfig>,
+    /// Bound on each store operation. Default 2 s.
+    pub op_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("registry", &self.registry)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// A config with the default bounds.
+    pub fn new(
+        registry: cluster::Config,
+        token: impl Into<String>,
+        peer_tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        ClusterConfig {
+            registry,
+            token: token.into(),
+            peer_tls,
+            op_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Header of a forwarded request: the cluster token.
+pub const TOKEN_HEADER: &str = "h2rev2-cluster-token";
+/// Header of a forwarded request: the name of the replica that forwarded it.
+pub const HOP_HEADER: &str = "h2rev2-cluster-hop";
+
+enum Msg {
+    Up(DialerId),
+    Down(DialerId),
+    Route(DialerId, oneshot::Sender<Route>),
+    Result(u64, Outcome),
+    Changed(Option<String>),
+}
+
+/// A replica's membership: the registry task's handle and the connections to peers.
+pub(crate) struct Cluster {
+    tx: mpsc::UnboundedSender<Msg>,
+    config: ClusterConfig,
+    connect: Arc<dyn Connect>,
+    peers: Mutex<HashMap<String, hyper::client::conn::http2::SendRequest<ProxyBody>>>,
+    rt: Rt,
+}
+
+/// What a request's cluster headers say.
+pub(crate) enum Hop {
+    /// None: a Client's request.
+    None,
+    /// Forwarded by a replica that knows the token.
+    Valid,
+    /// Cluster headers with a wrong token, or on a server outside any cluster.
+    Invalid,
+}
+
+impl Cluster {
+    pub(crate) fn start(
+        rt: Rt,
+        store: Arc<dyn ClusterStore>,
+        config: ClusterConfig,
+        connect: Arc<dyn Connect>,
+        generation: u64,
+    ) -> Arc<Cluster> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Registry::new(config.registry.clone(), generation);
+        rt.spawn(run(
+            rt.clone(),
+            registry,
+            store.clone(),
+            tx.clone(),
+            rx,
+            config.op_timeout,
+        ));
+        rt.spawn(subscribe(rt.clone(), store, tx.clone()));
+        info!(
+            replica = %config.registry.replica,
+            address = %config.registry.address,
+            "joined the cluster"
+        );
+        Arc::new(Cluster {
+            tx,
+            config,
+            connect,
+            peers: Mutex::new(HashMap::new()),
+            rt,
+        })
+    }
+
+    pub(crate) fn session_up(&self, id: &DialerId) {
+        let _ = self.tx.send(Msg::Up(id.clone()));
+    }
+
+    pub(crate) fn session_down(&self, id: &DialerId) {
+        let _ = self.tx.send(Msg::Down(id.clone()));
+    }
+
+    /// Where a request for `id` (held by no local session) goes; bounded.
+    pub(crate) async fn route(&self, id: &DialerId) -> Route {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Route(id.clone(), reply)).is_err() {
+            return Route::Unavailable;
+        }
+        match self.rt.timeout(self.config.op_timeout, rx).await {
+            Some(Ok(r)) => r,
+            _ => Route::Unavailable,
+        }
+    }
+
+    /// Reads and removes the cluster headers of a request.
+    pub(crate) fn hop(cluster: Option<&Cluster>, headers: &mut HeaderMap) -> Hop {
+        let token = headers.remove(TOKEN_HEADER);
+        let hop = headers.remove(HOP_HEADER);
+        if token.is_none() && hop.is_none() {
+            return Hop::None;
+        }
+        let (Some(cluster), Some(token), Some(_)) = (cluster, token, hop) else {
+            return Hop::Invalid;
+        };
+        if bool::from(token.as_bytes().ct_eq(cluster.config.token.as_bytes())) {
+            Hop::Valid
+        } else {
+            Hop::Invalid
+        }
+    }
+
+    /// Forwards a Client's request to `owner`; its response, or a short error.
+    pub(crate) async fn forward(
+        &self,
+        id: &DialerId,
+        owner: &Owner,
+        mut parts: http::request::Parts,
+        body: ProxyBody,
+    ) -> Response<ProxyBody> {
+        if parts.headers.contains_key(http::header::UPGRADE) {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "h2rev2: protocol upgrades reach only the replica that holds the id\n".into(),
+            );
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let Ok(uri) = format!("{}{pq}", owner.address.trim_end_matches('/')).parse::<http::Uri>()
+        else {
+            warn!(owner = %owner.address, "a replica's address is not a URL");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "h2rev2: cluster peer unusable\n".into(),
+            );
+        };
+        crate::proxy::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(http::header::HOST);
+        parts.headers.insert(
+            HeaderName::from_static(TOKEN_HEADER),
+            HeaderValue::from_str(&self.config.token).unwrap_or(HeaderValue::from_static("")),
+        );
+        if let Ok(v) = HeaderValue::from_str(&self.config.registry.replica) {
+            parts.headers.insert(HeaderName::from_static(HOP_HEADER), v);
+        }
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_2;
+        let req = Request::from_parts(parts, body);
+        let mut send = match self.peer(&owner.address).await {
+            Ok(s) => s,
+            Err(e) => {
+                info!(owner = %owner.address, error = %e, "cannot reach the replica that holds the id");
+                // Ask the store again next time: the id may have moved.
+                let _ = self.tx.send(Msg::Changed(Some(cluster::key(id))));
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "h2rev2: the replica that holds this id could not be reached\n".into(),
+                );
+            }
+        };
+        match send.send_request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                crate::proxy::strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            }
+            Err(e) => {
+                info!(owner = %owner.address, error = %e, "forwarding to a replica failed");
+                let _ = self.tx.send(Msg::Changed(Some(cluster::key(id))));
+                self.peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&owner.address);
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    "h2rev2: the replica that holds this id failed to answer\n".into(),
+                )
+            }
+        }
+    }
+
+    /// The HTTP/2 connection to the replica at `address`, made on first use and
+    /// again when it closed.
+    async fn peer(
+        &self,
+        address: &str,
+    ) -> Result<hyper::client::conn::http2::SendRequest<ProxyBody>, BoxError> {
+        if let Some(s) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+            .filter(|s| !s.is_closed())
+        {
+            return Ok(s.clone());
+        }
+        let uri: http::Uri = address.parse()?;
+        let host = uri.host().ok_or("no host")?.to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut tls = (*self.config.peer_tls).clone();
+        tls.alpn_protocols = vec![h2rev2_tls::ALPN_H2.to_vec()];
+        let target = Target {
+            addr: authority,
+            host: host.trim_matches(['[', ']']).to_string(),
+            tls: Some(Arc::new(tls)),
+        };
+        let connect = self.connect.connect(target);
+        let connected = self
+            .rt
+            .timeout(self.config.op_timeout, connect)
+            .await
+            .ok_or("connecting timed out")??;
+        let (send, conn) = hyper::client::conn::http2::Builder::new(self.rt.clone())
+            .timer(self.rt.clone())
+            .keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(connected.io))
+            .await?;
+        let addr = address.to_string();
+        self.rt.spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(peer = %addr, error = %e, "connection to a replica ended");
+            }
+        });
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(address.to_string(), send.clone());
+        Ok(send)
+    }
+}
+
+async fn run(
+    rt: Rt,
+    mut registry: Registry,
+    store: Arc<dyn ClusterStore>,
+    tx: mpsc::UnboundedSender<Msg>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    op_timeout: Duration,
+) {
+    let mut deadline = crate::runtime::Deadline::new(rt.clone());
+    let mut waiting: HashMap<DialerId, Vec<oneshot::Sender<Route>>> = HashMap::new();
+    let mut was_healthy = true;
+    loop {
+        let sleep = deadline.until(registry.poll_timeout());
+        tokio::select! {
+            msg = rx.recv() => {
+                let now = rt.now();
+                match msg {
+                    None => return,
+                    Some(Msg::Up(id)) => registry.session_up(now, &id),
+                    Some(Msg::Down(id)) => registry.session_down(&id),
+                    Some(Msg::Route(id, reply)) => match registry.route(now, &id) {
+                        Route::Pending => waiting.entry(id).or_default().push(reply),
+                        r => {
+                            let _ = reply.send(r);
+                        }
+                    },
+                    Some(Msg::Result(op, out)) => registry.handle_result(now, op, out),
+                    Some(Msg::Changed(Some(key))) => registry.invalidate(&key),
+                    Some(Msg::Changed(None)) => registry.forget_lookups(),
+                }
+            }
+            _ = sleep => registry.handle_timeout(rt.now()),
+        }
+        while let Some(op) = registry.poll_op() {
+            let (store, tx, rt2) = (store.clone(), tx.clone(), rt.clone());
+            rt.spawn(async move {
+                let n = op.number();
+                let out = rt2
+                    .timeout(op_timeout, store.run(op))
+                    .await
+                    .unwrap_or(Outcome::Failed);
+                let _ = tx.send(Msg::Result(n, out));
+            });
+        }
+        while let Some((id, route)) = registry.poll_lookup() {
+            for reply in waiting.remove(&id).unwrap_or_default() {
+                let _ = reply.send(route.clone());
+            }
+        }
+        if registry.healthy() != was_healthy {
+            was_healthy = registry.healthy();
+            if was_healthy {
+                info!("the cluster store answers again: registrations rewritten");
+            } else {
+                warn!(
+                    "the cluster store does not answer: local sessions keep serving, requests \
+                     for ids held elsewhere get 503 until it is back"
+                );
+            }
+        }
+    }
+}
+
+/// Follows the store's announcements, subscribing again when the subscription breaks
+/// (and then forgetting every cached lookup: announcements may have been missed).
+async fn subscribe(rt: Rt, store: Arc<dyn ClusterStore>, tx: mpsc::UnboundedSender<Msg>) {
+    use futures_util::StreamExt;
+    loop {
+        if let Some(mut changes) = store.changes().await {
+            if tx.send(Msg::Changed(None)).is_err() {
+                return;
+            }
+            while let Some(key) = changes.next().await {
+                if tx.send(Msg::Changed(Some(key))).is_err() {
+                    return;
+                }
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        rt.sleep(Duration::from_secs(1)).await;
+    }
+}
