@@ -190,7 +190,7 @@ fn print_config_shows_the_merge_with_secrets_masked() {
         "a token leaked: {out}{err}"
     );
     assert!(
-        out.contains("server = \"https://public.example:9090\""),
+        out.contains("server = [\"https://public.example:9090\"]"),
         "{out}"
     );
     assert!(out.contains("spares = 5"), "the flag wins: {out}");
