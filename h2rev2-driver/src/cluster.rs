@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::io::{Connect, Target};
-use crate::proxy::{BoxError, ProxyBody, text};
+use crate::proxy::{BoxError, ProxyBody, UpstreamBody, text};
 use crate::runtime::Rt;
 
 /// A boxed future, for [`ClusterStore`].
@@ -99,7 +99,7 @@ pub(crate) struct Cluster {
     tx: mpsc::UnboundedSender<Msg>,
     config: ClusterConfig,
     connect: Arc<dyn Connect>,
-    peers: Mutex<HashMap<String, hyper::client::conn::http2::SendRequest<ProxyBody>>>,
+    peers: Mutex<HashMap<String, hyper::client::conn::http2::SendRequest<UpstreamBody>>>,
     rt: Rt,
 }
 
@@ -189,7 +189,7 @@ impl Cluster {
         id: &DialerId,
         owner: &Owner,
         mut parts: http::request::Parts,
-        body: ProxyBody,
+        body: UpstreamBody,
     ) -> Response<ProxyBody> {
         if parts.headers.contains_key(http::header::UPGRADE) {
             return text(
@@ -260,7 +260,7 @@ impl Cluster {
     async fn peer(
         &self,
         address: &str,
-    ) -> Result<hyper::client::conn::http2::SendRequest<ProxyBody>, BoxError> {
+    ) -> Result<hyper::client::conn::http2::SendRequest<UpstreamBody>, BoxError> {
         if let Some(s) = self
             .peers
             .lock()

@@ -24,7 +24,7 @@ use h2rev2_proto::dialer::DialError;
 use h2rev2_proto::wire::{DialerId, Route};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::client::legacy::Client;
@@ -42,8 +42,11 @@ use crate::server::{Server, respond_text};
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// The body type of proxied requests and responses.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// The body of a request on its way to a NATed server: `Send` but not necessarily
+/// `Sync` (axum's and tower's bodies are not), boxed once.
+pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 /// The pooled HTTP/1.1 client over reverse connections.
-pub(crate) type ProxyClient = Client<DialConnector, ProxyBody>;
+pub(crate) type ProxyClient = Client<DialConnector, UpstreamBody>;
 
 /// A text response.
 pub fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
@@ -464,7 +467,7 @@ fn refuse_caller(
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     server: &Server,
-    req: Request<ProxyBody>,
+    req: Request<UpstreamBody>,
     id: DialerId,
     path_and_query: String,
     prefix: Option<String>,
@@ -636,7 +639,7 @@ fn dial_kind(d: &DialError) -> &'static str {
 #[allow(clippy::too_many_arguments)]
 async fn forward_inner(
     server: &Server,
-    req: Request<ProxyBody>,
+    req: Request<UpstreamBody>,
     id: DialerId,
     path_and_query: String,
     prefix: Option<String>,
@@ -718,7 +721,7 @@ async fn forward_inner(
     parts.version = Version::HTTP_11;
     let limits = server.config().proxy;
     let rt = server.inner.rt.clone();
-    let body = IdleBody::new(body, limits.body_idle_timeout, rt.clone(), None).boxed();
+    let body = IdleBody::new(body, limits.body_idle_timeout, rt.clone(), None).boxed_unsync();
     let out = Request::from_parts(parts, body);
     let Some(upstream) = client(server, &id) else {
         return text(
@@ -986,7 +989,7 @@ async fn handle<B>(
     tls: bool,
 ) -> Response<ProxyBody>
 where
-    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let route = server
@@ -1012,7 +1015,7 @@ where
     };
     let wants_upgrade = req.headers().contains_key(header::UPGRADE);
     let on_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let req = req.map(|b| b.map_err(Into::into).boxed());
+    let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
     forward(
         &server, req, id, pq, prefix, peer, identities, tls, on_upgrade,
     )
@@ -1033,6 +1036,9 @@ impl Server {
     ///
     /// Caller certificate rules see no certificate here (your server did the TLS):
     /// such Clients need a header credential.
+    ///
+    /// The body needs to be `Send`, not `Sync`: axum's `Body` and tower's boxed
+    /// bodies work as they are (boxed once, chunks passed on without a copy).
     pub async fn handle<B>(
         &self,
         req: Request<B>,
@@ -1040,7 +1046,7 @@ impl Server {
         tls: bool,
     ) -> Response<ProxyBody>
     where
-        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         handle(self.clone(), req, peer, Arc::from([]), tls).await
@@ -1082,7 +1088,7 @@ type ServiceFuture =
 
 impl<B> hyper::service::Service<Request<B>> for ProxyService
 where
-    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<ProxyBody>;
@@ -1097,7 +1103,7 @@ where
 
 impl<B> tower_service::Service<Request<B>> for ProxyService
 where
-    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<ProxyBody>;
@@ -1194,7 +1200,7 @@ pub(crate) async fn serve_h2_proxy(
             data_done: false,
         }
         .map_err(BoxError::from)
-        .boxed()
+        .boxed_unsync()
     });
     // A Client that resets its stream (rapid reset, CVE-2023-44487, spread out so that
     // each request is accepted first) must not leave its dial and upstream request

@@ -71,6 +71,44 @@
 //! [`nat::serve_http_proxy`]; Clients then reach it at
 //! `https://public/proxy/sensor-7/…`, and a hyper client on the public machine through
 //! [`DialConnector`].
+//!
+//! ## Mounting the proxy in axum
+//!
+//! Your own axum app serves the Clients: its routes first, and the h2rev2 proxy
+//! routes (`/proxy/{id}/…`, the default id) as the fallback through
+//! [`Server::handle`](h2rev2_driver::Server::handle), which takes axum's body as it is.
+//! Listeners still connect to the built-in TLS listener ([`Server::serve`]): reverse
+//! connections need raw HTTP/2 streams.
+//!
+//! ```no_run
+//! # use h2rev2_tokio::{Server, ServerConfig};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # let server = Server::new(ServerConfig::default());
+//! use axum::extract::{ConnectInfo, Request, State};
+//! use axum::response::IntoResponse;
+//! use axum::{Router, routing::get};
+//! use std::net::SocketAddr;
+//!
+//! async fn tunnel(
+//!     State(server): State<h2rev2_tokio::Server>,
+//!     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+//!     req: Request,
+//! ) -> impl IntoResponse {
+//!     server.handle(req, peer, false).await // false: this app serves cleartext
+//! }
+//!
+//! let app = Router::new()
+//!     .route("/health", get(|| async { "ok" }))
+//!     .fallback(tunnel)
+//!     .with_state(server.clone());
+//! let tcp = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Server::service`](h2rev2_driver::Server::service) is the same as a tower service
+//! for one connection's peer, for `Router::nest_service` or a hyper server of your own.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
