@@ -11,6 +11,7 @@
 //! `e2e.json` and `e2e.svg` (or `e2e-smoke.*`) into `--out` (default `target/e2e`).
 
 mod child;
+mod cluster;
 mod delay;
 mod load;
 mod report;
@@ -85,7 +86,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 /// Phase names for `--only`.
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "streams-memory",
     "sessions-memory",
     "dial",
@@ -94,6 +95,7 @@ const PHASES: [&str; 8] = [
     "aggregate",
     "far",
     "stalled",
+    "cluster",
 ];
 
 /// Sizes and durations of one run.
@@ -316,7 +318,7 @@ async fn run(args: Args) -> Res<bool> {
     >;
     // Small requests come before the bulk transfers, so "RSS after 500 clients" is not
     // the high-water mark of 256 concurrent 4 MiB downloads.
-    let phases: [(&str, Phase, u64); 9] = [
+    let phases: [(&str, Phase, u64); 10] = [
         ("idle", |b| Box::pin(b.idle_memory()), 60),
         ("streams-memory", |b| Box::pin(b.streams_memory()), 300),
         ("sessions-memory", |b| Box::pin(b.sessions_memory()), 600),
@@ -326,6 +328,7 @@ async fn run(args: Args) -> Res<bool> {
         ("aggregate", |b| Box::pin(b.aggregate()), 300),
         ("far", |b| Box::pin(b.far_link()), 300),
         ("stalled", |b| Box::pin(b.stalled_clients()), 120),
+        ("cluster", |b| Box::pin(b.cluster_forwarding()), 300),
     ];
     for (name, phase, limit) in phases {
         if name != "idle" && !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
@@ -726,6 +729,105 @@ impl Bench {
                     self.report.memory.after_500_clients = self.sides()?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Small requests through the replica of a cluster that holds the session and
+    /// through another one that forwards to it (see `cluster.rs`), interleaved.
+    async fn cluster_forwarding(&mut self) -> Res<()> {
+        let internal = local(self.internal.port("plain")?);
+        let c = cluster::Cluster::start(internal).await?;
+        let (owner, forwarded) = c.endpoints();
+        let paths = [("cluster-owner", owner), ("cluster-forwarded", forwarded)];
+        // Both answer (the Listener connects, the registry learns of it) first.
+        for (name, ep) in &paths {
+            let mut last = String::new();
+            let mut ok = false;
+            for _ in 0..100 {
+                match load::Client::open(ep, Proto::H2, &self.tls).await {
+                    Ok(mut cl) => match cl.get("/small").await {
+                        Ok((http::StatusCode::OK, _)) => {
+                            ok = true;
+                            break;
+                        }
+                        Ok((s, _)) => last = s.to_string(),
+                        Err(e) => last = e.to_string(),
+                    },
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !ok {
+                c.stop().await;
+                return Err(format!("{name} never answered: {last}").into());
+            }
+        }
+        let rounds = self.sizes.rounds.max(1);
+        let clients = 50;
+        let spec = LoadSpec {
+            proto: Proto::H2,
+            clients,
+            warmup: Duration::from_millis(self.sizes.small_warmup_ms),
+            duration: Duration::from_millis(self.sizes.small_duration_ms) / rounds as u32,
+        };
+        let mut per_path: Vec<Vec<load::LoadResult>> = vec![Vec::new(); paths.len()];
+        for _ in 0..rounds {
+            for (i, (name, ep)) in paths.iter().enumerate() {
+                match load::small_requests(ep, &self.tls, spec).await {
+                    Ok(r) => per_path[i].push(r),
+                    Err(e) => {
+                        c.stop().await;
+                        return Err(format!("{name}: {e}").into());
+                    }
+                }
+            }
+        }
+        c.stop().await;
+        let mut rps = Vec::new();
+        for ((name, _), rs) in paths.iter().zip(per_path) {
+            let mut hist = load::new_histogram();
+            for r in &rs {
+                hist.add(&r.hist)?;
+            }
+            let requests: u64 = rs.iter().map(|r| r.requests).sum();
+            let errors: u64 = rs.iter().map(|r| r.errors).sum();
+            let secs = spec.duration.as_secs_f64() * rs.len() as f64;
+            let row = RequestRow {
+                proto: Proto::H2.label().into(),
+                clients,
+                path: name.to_string(),
+                requests,
+                rps: requests as f64 / secs,
+                p50_us: load::quantile_us(&hist, 0.5),
+                p99_us: load::quantile_us(&hist, 0.99),
+                p999_us: load::quantile_us(&hist, 0.999),
+                errors,
+                rounds: rs.iter().map(|r| r.rps).collect(),
+                cpu: Cpu::default(),
+                requests_all: rs.iter().map(|r| r.requests_all).sum(),
+            };
+            eprintln!(
+                "e2e:   h2 x{clients:<4} {name:<18} {:>9.0} req/s p99 {:.3} ms, {} errors",
+                row.rps,
+                row.p99_us / 1e3,
+                row.errors
+            );
+            if errors > 0 {
+                self.report
+                    .errors
+                    .push(format!("h2 x{clients} {name}: {errors} failed requests"));
+            }
+            rps.push((row.rps, row.p99_us));
+            self.report.requests.push(row);
+        }
+        if let [(owner_rps, owner_p99), (fwd_rps, fwd_p99)] = rps[..] {
+            eprintln!(
+                "e2e:   forwarding through another replica: {:.2}x the owner's request rate, \
+                 p99 {:.2}x",
+                fwd_rps / owner_rps.max(1e-9),
+                fwd_p99 / owner_p99.max(1e-9)
+            );
         }
         Ok(())
     }
