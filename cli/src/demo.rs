@@ -130,6 +130,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         wire: crate::cli::WireArg::Auto,
         max_attempts: None,
         max_backoff: Duration::from_secs(2),
+        proxy: (h2rev2_tokio::outbound::ProxyRules::none(), "no proxy"),
     };
     let listener = client::bind(&plan)?;
     match tokio::time::timeout(Duration::from_secs(10), listener.wait_up()).await {

@@ -561,11 +561,11 @@ where
                 if !(200..300).contains(&head.status) {
                     let hint = match (head.status, &proxy.auth) {
                         (407, None) => " (the proxy wants credentials: http://USER:PASS@HOST:PORT)",
-                        (407, Some(_)) => " (check the proxy user name and password)",
+                        (401 | 407, Some(_)) => " (check the proxy user name and password)",
                         _ => "",
                     };
                     return Err(io::Error::new(
-                        if head.status == 407 {
+                        if matches!(head.status, 401 | 407) {
                             io::ErrorKind::PermissionDenied
                         } else {
                             io::ErrorKind::ConnectionRefused
