@@ -104,7 +104,13 @@ fn tinyproxy(connect_port: u16, user: &str, pass: &str) -> RealProxy {
 
 /// dante's danted on 127.0.0.1 as a SOCKS5 proxy without authentication.
 fn danted() -> RealProxy {
-    require("danted", "-v", "dante-server");
+    // In /usr/sbin, which a user's PATH may lack.
+    let danted = if Path::new("/usr/sbin/danted").exists() {
+        "/usr/sbin/danted"
+    } else {
+        "danted"
+    };
+    require(danted, "-v", "dante-server");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = dir.path().join("danted.log");
@@ -123,7 +129,7 @@ fn danted() -> RealProxy {
         ),
     );
     let conf = conf.display().to_string();
-    let proc = Proc::spawn("danted", "danted", &["-f", &conf, "-N", "1"], &[]);
+    let proc = Proc::spawn("danted", danted, &["-f", &conf, "-N", "1"], &[]);
     wait_listening("danted", port);
     RealProxy {
         proc,
