@@ -496,6 +496,15 @@ pub struct ClientArgs {
     pub preserve_host: bool,
     #[command(flatten)]
     pub routes: RouteArgs,
+    /// Reach the public server through this outbound proxy (not to be confused with
+    /// --proxy-host): http://[USER:PASS@]HOST:PORT (HTTP CONNECT, basic auth),
+    /// socks5://[USER:PASS@]HOST:PORT (the server's name resolved here) or
+    /// socks5h://... (resolved by the proxy); `none`: no proxy, whatever the
+    /// environment says. Default: HTTPS_PROXY, else ALL_PROXY (or their lowercase
+    /// forms). Either way NO_PROXY (comma list of hosts, .domains, addresses, CIDR
+    /// blocks, `*`) names servers reached directly.
+    #[arg(long, value_name = "URL|none", help_heading = "Connection")]
+    pub proxy: Option<String>,
     /// Reverse connections kept open ahead of time (faster first byte).
     #[arg(
         long,

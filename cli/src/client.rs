@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use h2rev2_tokio::nat::{self, HttpProxyOptions};
+use h2rev2_tokio::outbound::{NoProxy, OutboundProxy, ProxyKind, ProxyRules, Route};
 use h2rev2_tokio::proto::wire::{DialerId, RouteConfig, Wire};
-use h2rev2_tokio::{DownReason, Listener, ListenerOptions, Status};
+use h2rev2_tokio::{Connector, DownReason, Listener, ListenerOptions, Status, TokioRuntime};
 use http::Uri;
 use tracing::{error, info, warn};
 
@@ -54,6 +55,27 @@ pub struct ClientPlan {
     pub max_attempts: Option<u32>,
     /// Backoff cap.
     pub max_backoff: Duration,
+    /// Outbound proxy rules, and where they came from (for the log).
+    pub proxy: (ProxyRules, &'static str),
+}
+
+/// The outbound proxy rules of `--proxy` (`none`, or a URL, with NO_PROXY from the
+/// environment), else of the environment (HTTPS_PROXY, ALL_PROXY, NO_PROXY).
+pub fn proxy_rules(flag: Option<&str>) -> Result<(ProxyRules, &'static str), CliError> {
+    match flag.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("none") => Ok((ProxyRules::none(), "--proxy")),
+        Some(url) => {
+            let proxy =
+                OutboundProxy::parse(url).map_err(|e| CliError::usage(format!("--proxy: {e}")))?;
+            Ok((
+                ProxyRules::new(proxy).bypass(NoProxy::from_env()),
+                "--proxy",
+            ))
+        }
+        None => ProxyRules::from_env()
+            .map(|r| (r, "the environment"))
+            .map_err(|e| CliError::usage(e.to_string())),
+    }
 }
 
 /// Checks `--proxy-host`.
@@ -117,6 +139,7 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
     };
     let tls = crate::certs::client_tls(args.ca.as_deref(), args.insecure, identity)?;
     let token = args.token.filter(|t| !t.is_empty());
+    let proxy = proxy_rules(args.proxy.as_deref())?;
     Ok(ClientPlan {
         servers,
         id,
@@ -128,6 +151,7 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
         wire: args.wire,
         max_attempts: args.max_attempts,
         max_backoff: Duration::from_secs(args.max_backoff.max(1)),
+        proxy,
     })
 }
 
@@ -164,7 +188,33 @@ fn bind_one(plan: &ClientPlan, server: &str) -> Result<Listener, CliError> {
     opts.machine.max_attempts = plan.max_attempts;
     opts.machine.backoff_max = plan.max_backoff;
     opts.machine.stable_after = plan.max_backoff.max(Duration::from_secs(5));
-    Listener::connect(opts).map_err(|e| CliError::usage(format!("--server: {e}")))
+    let (rules, from) = &plan.proxy;
+    let addr = opts.addr();
+    let host = opts.url.host().unwrap_or_default();
+    let port = opts
+        .url
+        .port_u16()
+        .unwrap_or(if opts.cleartext { 80 } else { 443 });
+    match rules.route(host, port) {
+        Route::Proxy(p) => {
+            let kind = match p.kind() {
+                ProxyKind::HttpConnect => "HTTP CONNECT",
+                ProxyKind::Socks5 { .. } => "SOCKS5",
+            };
+            info!("reaching the public server {addr} through the {kind} proxy {p} (from {from})");
+        }
+        Route::Bypass(entry) => {
+            info!(
+                "NO_PROXY entry {entry:?} exempts the public server {addr}: connecting \
+                 directly, not through the proxy {}",
+                rules.proxy().map(ToString::to_string).unwrap_or_default()
+            );
+        }
+        Route::Direct => {}
+    }
+    let connector = Connector::default().via(rules.clone());
+    Listener::connect_with(opts, connector, TokioRuntime::current())
+        .map_err(|e| CliError::usage(format!("--server: {e}")))
 }
 
 /// Explains a failed attempt when the user can fix it.

@@ -293,6 +293,7 @@ settings! {
         base_path: String => routes.base_path;
         dialer_path: String => routes.dialer_path;
         dialer_key: String => routes.dialer_key;
+        proxy: Option<String> => proxy;
         spares: usize => spares;
         wire: WireArg => wire;
         max_attempts: Option<u32> => max_attempts;
@@ -351,6 +352,7 @@ pub fn prepare(command: Command, matches: &ArgMatches) -> Result<Prepared, CliEr
                     OneOrMany::Many(s.into_vec().iter().map(|u| mask_url_password(u)).collect())
                 });
                 eff.proxy_host = eff.proxy_host.map(|u| mask_url_password(&u));
+                eff.proxy = eff.proxy.map(|u| mask_url_password(&u));
                 return Ok(Prepared::Print(render("client", &eff)));
             }
             Ok(Prepared::Run(Command::Client(args)))
@@ -406,10 +408,14 @@ fn render(sub: &str, settings: &impl Serialize) -> String {
     )
 }
 
-/// `https://user:pass@host/` with the password replaced by the mask.
+/// `https://user:pass@host/` with the password replaced by the mask (also without a
+/// scheme: `user:pass@host:port`, as `--proxy` takes it).
 fn mask_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let scheme = if scheme.is_empty() && !url.contains("://") {
+        String::new()
+    } else {
+        format!("{scheme}://")
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
@@ -417,7 +423,7 @@ fn mask_url_password(url: &str) -> String {
         return url.to_string();
     };
     match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:{MASK}@{host}{tail}"),
+        Some((user, _)) => format!("{scheme}{user}:{MASK}@{host}{tail}"),
         None => url.to_string(),
     }
 }
@@ -685,12 +691,18 @@ mod tests {
             "t0p-s3cret",
             "--tcp-target",
             "127.0.0.1:22",
+            "--proxy",
+            "http://proxyuser:pr0xy-pw@10.0.0.1:3128",
             "--print-config",
         ]) else {
             panic!("no text");
         };
         assert!(
-            !text.contains("t0p-s3cret") && !text.contains("pw@"),
+            !text.contains("t0p-s3cret") && !text.contains("pw@") && !text.contains("pr0xy-pw"),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy = \"http://proxyuser:***@10.0.0.1:3128\""),
             "{text}"
         );
         assert!(text.contains("token = \"***\""), "{text}");
@@ -716,5 +728,10 @@ mod tests {
         );
         assert_eq!(mask_url_password("http://a@h/"), "http://a@h/");
         assert_eq!(mask_url_password("https://h:1"), "https://h:1");
+        assert_eq!(mask_url_password("u:pw@h:1"), "u:***@h:1");
+        assert_eq!(
+            mask_url_password("socks5h://u:p%40w@h:1"),
+            "socks5h://u:***@h:1"
+        );
     }
 }

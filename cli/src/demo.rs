@@ -131,6 +131,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         wire: crate::cli::WireArg::Auto,
         max_attempts: None,
         max_backoff: Duration::from_secs(2),
+        proxy: (h2rev2_tokio::outbound::ProxyRules::none(), "no proxy"),
     };
     let listeners = client::bind(&plan)?;
     let up = futures_util::future::try_join_all(listeners.iter().map(|l| l.wait_up()));

@@ -110,6 +110,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
             wire: crate::cli::WireArg::Auto,
             max_attempts: None,
             max_backoff: Duration::from_secs(5),
+            proxy: (h2rev2_tokio::outbound::ProxyRules::none(), "no proxy"),
         };
         client::run_plan(plan).await
     }

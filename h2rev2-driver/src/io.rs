@@ -19,6 +19,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// A boxed [`Io`].
 pub type BoxIo = Box<dyn Io>;
 
+/// A borrowed byte stream with tokio's I/O traits: a Listener's transport while an
+/// outbound proxy's handshake runs on it, before TLS (see [`crate::outbound`]).
+pub trait IoMut: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + ?Sized> IoMut for T {}
+
 /// Where a Listener connects: the public server's address and, unless cleartext,
 /// the TLS settings to use.
 #[derive(Clone, Debug)]

@@ -13,6 +13,7 @@
 //! | `conn` | [`RevConn`]: one h2 stream pair as a byte connection, tokio and futures-io |
 //! | `proxy`, `connector` | the HTTP reverse proxy on hyper (over [`Rt`] as hyper's executor and timer), [`DialConnector`] |
 //! | [`settings`], `keepalive` | h2 builders with the core's [`H2Settings`], PING keep-alive |
+//! | [`outbound`] | outbound HTTP CONNECT and SOCKS5 proxies for a Listener ([`ProxyRules`], `NO_PROXY`) |
 //! | [`metrics`], [`sessions`], `identity` | counters with a Prometheus rendering (prometheus-client); live sessions for an admin view; client-certificate identities |
 //!
 //! No tokio runtime is started here: channels are tokio's runtime-agnostic `sync`
@@ -31,6 +32,7 @@ pub mod io;
 mod keepalive;
 mod listener;
 pub mod metrics;
+pub mod outbound;
 mod proxy;
 mod relay;
 pub mod runtime;
@@ -51,6 +53,7 @@ pub use identity::CertIdentity;
 pub use io::{BoxIo, Connect, Connected, Target};
 pub use listener::{Listener, ListenerOptions, OptionsError, Status};
 pub use metrics::Metrics;
+pub use outbound::{NoProxy, OutboundProxy, ProxyError, ProxyRules};
 pub use proxy::{
     BoxError, ProxyBody, ProxyLimits, ProxyService, strip_hop_by_hop, text as text_response,
     upstream_failure,

@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use h2rev2_proto::wire::DialerId;
 
 use crate::identity::CertIdentity;
-use crate::io::{BoxIo, Connect, ConnectFuture, Connected, Target, TcpClient};
+use crate::io::{BoxIo, Connect, ConnectFuture, Connected, IoMut, Target, TcpClient};
+use crate::outbound::{self, ProxyRules, Route};
 use crate::runtime::Runtime;
 use crate::server::{Accepted, Server};
 
@@ -65,6 +66,10 @@ pub trait Stack: Runtime + Clone + Sized {
     /// A transport as a byte stream h2 can run over (cleartext HTTP/2).
     fn transport_io(io: Box<Self::Transport>) -> BoxIo;
 
+    /// A transport borrowed with tokio's I/O traits, for an outbound proxy's
+    /// handshake before TLS.
+    fn transport_mut(io: &mut Self::Transport) -> Box<dyn IoMut + '_>;
+
     /// The client side of a TLS handshake on `io`; the stream and the negotiated ALPN.
     fn tls_connect(
         io: Box<Self::Transport>,
@@ -84,10 +89,12 @@ pub trait Boxes<X>: Stack {
 type OpenFn<T> = dyn Fn(String) -> BoxFuture<io::Result<Box<T>>> + Send + Sync;
 
 /// How a Listener reaches the public server: a transport given `host:port` (TCP by
-/// default; a SOCKS or HTTP CONNECT proxy, a Unix socket...) with the stack's TLS on
-/// top. Each binding names it `Connector`.
+/// default; a Unix socket...), optionally through an outbound HTTP CONNECT or SOCKS5
+/// proxy ([`Connector::via`]), with the stack's TLS on top. Each binding names it
+/// `Connector`.
 pub struct Connector<S: Stack> {
     open: Arc<OpenFn<S::Transport>>,
+    proxy: Option<Arc<ProxyRules>>,
     stack: PhantomData<fn() -> S>,
 }
 
@@ -115,8 +122,24 @@ impl<S: Stack> Connector<S> {
     ) -> Self {
         Connector {
             open: Arc::new(open),
+            proxy: None,
             stack: PhantomData,
         }
+    }
+
+    /// The same connector through the outbound proxy that `rules` name for the
+    /// public server (none when they name none, or `NO_PROXY` exempts it): the
+    /// transport reaches the proxy, the proxy's handshake (HTTP CONNECT or SOCKS5)
+    /// runs on it, and TLS runs on the tunnel under the public server's name, which is
+    /// the name verified. The Listener's `connect_timeout` bounds it all.
+    pub fn via(mut self, rules: ProxyRules) -> Self {
+        self.proxy = Some(Arc::new(rules));
+        self
+    }
+
+    /// The outbound proxy rules set with [`Connector::via`].
+    pub fn proxy_rules(&self) -> Option<&ProxyRules> {
+        self.proxy.as_deref()
     }
 }
 
@@ -124,6 +147,7 @@ impl<S: Stack> Clone for Connector<S> {
     fn clone(&self) -> Self {
         Connector {
             open: self.open.clone(),
+            proxy: self.proxy.clone(),
             stack: PhantomData,
         }
     }
@@ -137,19 +161,60 @@ impl<S: Stack> Default for Connector<S> {
 
 impl<S: Stack> fmt::Debug for Connector<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Connector")
+        f.debug_struct("Connector")
+            .field("proxy", &self.proxy)
+            .finish_non_exhaustive()
     }
 }
 
 impl<S: Stack> Connect for Connector<S> {
     fn connect(&self, target: Target) -> ConnectFuture {
-        let transport = (self.open)(target.addr.clone());
+        let open = self.open.clone();
+        let rules = self.proxy.clone();
         Box::pin(async move {
-            let io = transport.await?;
+            let port = outbound::port_of(&target.addr).unwrap_or(443);
+            let route = match &rules {
+                Some(r) => r.route(&target.host, port),
+                None => Route::Direct,
+            };
+            let (io, early) = match route {
+                Route::Direct => (open(target.addr.clone()).await?, Vec::new()),
+                Route::Bypass(entry) => {
+                    tracing::debug!("NO_PROXY entry {entry:?}: {} reached directly", target.addr);
+                    (open(target.addr.clone()).await?, Vec::new())
+                }
+                Route::Proxy(proxy) => {
+                    tracing::debug!("connecting to {} through {proxy}", target.addr);
+                    let mut io = open(proxy.addr()).await.map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot reach {proxy}: {e}"))
+                    })?;
+                    let early = outbound::handshake(
+                        &mut *S::transport_mut(&mut io),
+                        proxy,
+                        &target.host,
+                        port,
+                    )
+                    .await?;
+                    (io, early)
+                }
+            };
             let Some(tls) = target.tls else {
-                let io = S::transport_io(io);
+                let mut io = S::transport_io(io);
+                if !early.is_empty() {
+                    io = Box::new(outbound::Prefixed::new(early, io));
+                }
                 return Ok(Connected { io, alpn: None });
             };
+            if !early.is_empty() {
+                // A TLS server speaks only once spoken to: these bytes are no server's.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the proxy sent {} bytes after its CONNECT answer, before TLS started",
+                        early.len()
+                    ),
+                ));
+            }
             let name = h2rev2_tls::server_name(&target.host).map_err(io::Error::other)?;
             let (io, alpn) = S::tls_connect(io, name, tls)
                 .await
@@ -378,6 +443,10 @@ macro_rules! impl_stack {
             }
 
             fn transport_io(io: Box<dyn $transport>) -> $crate::BoxIo {
+                Box::new($io(io, true))
+            }
+
+            fn transport_mut(io: &mut Self::Transport) -> Box<dyn $crate::io::IoMut + '_> {
                 Box::new($io(io, true))
             }
 

@@ -11,8 +11,9 @@ use crate::spawn::Spawner;
 /// How a [`Listener`] opens its connection to the public server, given `host:port`.
 ///
 /// The default is [`Connector::tcp`] (smol's sockets). Give your own to use another
-/// runtime's sockets, a SOCKS or HTTP CONNECT proxy, or a Unix socket; TLS
-/// (futures-rustls) is added on top. Vectored writes are passed through in cleartext
+/// runtime's sockets or a Unix socket; TLS (futures-rustls) is added on top. For an
+/// outbound HTTP CONNECT or SOCKS5 proxy, add [`crate::outbound::ProxyRules`] with
+/// `.via(rules)`. Vectored writes are passed through in cleartext
 /// only (see the crate docs).
 ///
 /// ```

@@ -86,8 +86,8 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
 /// How a [`Listener`] reaches the public server: a transport given `host:port` (TCP
-/// by default; a SOCKS or HTTP CONNECT proxy, a Unix socket...), with tokio-rustls on
-/// top.
+/// by default; a Unix socket...), with tokio-rustls on top. For an outbound HTTP
+/// CONNECT or SOCKS5 proxy, add [`crate::outbound::ProxyRules`] with `.via(rules)`.
 ///
 /// ```
 /// use h2rev2_tokio::Connector;

@@ -24,6 +24,18 @@ pub fn have(program: &str) -> bool {
         .is_ok()
 }
 
+/// The environment variables that choose outbound proxies (h2rev2's and curl's).
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -87,6 +99,10 @@ impl Proc {
             .env_remove("H2REV2_TOKEN")
             .env_remove("H2REV2_TOKENS")
             .env_remove("H2REV2_TOKEN_FILE");
+        // An outbound proxy is what a test says, not what the machine has.
+        for k in PROXY_VARS {
+            cmd.env_remove(k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -276,7 +292,11 @@ fn have_openssl() -> bool {
 
 /// Runs curl with a 20 s limit; returns (success, stdout, stderr).
 pub fn curl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("curl")
+    let mut cmd = Command::new("curl");
+    for k in PROXY_VARS {
+        cmd.env_remove(k);
+    }
+    let out = cmd
         .args(["-sS", "--max-time", "20"])
         .args(args)
         .output()
