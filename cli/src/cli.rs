@@ -242,6 +242,13 @@ pub struct ServerArgs {
     /// id, path unchanged.
     #[arg(long, value_name = "ID", help_heading = "Routing")]
     pub default_id: Option<String>,
+    /// Host routing: `https://ID.DOMAIN/...` reaches id ID with its path unchanged
+    /// (from the Host header, or the TLS server name when a request has none), next to
+    /// the path routes, which the bare DOMAIN keeps. Needs a certificate for
+    /// `*.DOMAIN` (`--hostname '*.DOMAIN'` with --self-signed) and a wildcard DNS
+    /// record. Listeners may use any name: /revdial is never forwarded.
+    #[arg(long, value_name = "DOMAIN", help_heading = "Routing")]
+    pub domain: Option<String>,
     /// Forward a TCP port to a client id: `LISTEN_ADDR=ID`, e.g. 127.0.0.1:2222=ssh
     /// (repeatable). The client relays each connection to its --tcp-target.
     #[arg(long = "tcp", value_name = "ADDR=ID", help_heading = "Routing")]

@@ -241,6 +241,7 @@ settings! {
         listener_certs: bool => listener_certs;
         anonymous_id: Vec<String> => anonymous_ids;
         default_id: Option<String> => default_id;
+        domain: Option<String> => domain;
         tcp: Vec<String> => tcp;
         admin: Option<SocketAddr> => admin.admin;
         metrics: Option<SocketAddr> => admin.metrics;

@@ -216,7 +216,20 @@ pub fn plan(args: &ServerArgs) -> Result<ServerPlan, CliError> {
         .with_base(&args.routes.base_path)
         .with_revdial_segment(&args.routes.dialer_path)
         .with_id_key(&args.routes.dialer_key)
-        .with_default_id(default_id);
+        .with_default_id(default_id)
+        .with_domain(args.domain.as_deref());
+    if let Some(d) = &args.domain {
+        let bare = d.trim().trim_start_matches("*.").trim_matches('.');
+        let probe = format!("x.{bare}");
+        if bare.is_empty()
+            || bare.contains(['/', ':', ' '])
+            || http::uri::Authority::try_from(probe).is_err()
+        {
+            return Err(CliError::config(format!(
+                "--domain {d:?}: not a domain name (e.g. tunnel.example)"
+            )));
+        }
+    }
     config.dialer.dial_timeout = Duration::from_secs(args.dial_timeout.max(1));
     args.limits.apply(&mut config);
 

@@ -27,6 +27,10 @@ pub struct Input {
     pub role: u8,
     /// Its `conn` token.
     pub conn: Option<String>,
+    /// The domain of host routing.
+    pub domain: Option<String>,
+    /// The request's host name.
+    pub host: Option<String>,
 }
 
 impl Input {
@@ -51,6 +55,8 @@ impl Input {
                 _ => 0,
             },
             conn: opt(next()),
+            domain: opt(next()),
+            host: opt(next()),
         }
     }
 }
@@ -68,13 +74,19 @@ fn config(input: &Input) -> RouteConfig {
     {
         cfg = cfg.with_default_id(Some(d));
     }
-    cfg
+    cfg.with_domain(input.domain.as_deref())
 }
 
 /// The checks.
 pub fn check(input: &Input) {
     let cfg = config(input);
     check_route(&cfg, &input.path, input.query.as_deref());
+    check_host_route(
+        &cfg,
+        input.host.as_deref(),
+        &input.path,
+        input.query.as_deref(),
+    );
 
     // A Listener's request, built with the same configuration, routes back to itself.
     let Ok(id) = DialerId::new(input.id.as_str()) else {
@@ -99,6 +111,14 @@ pub fn check(input: &Input) {
         return;
     }
     let (path, query) = pq.split_once('?').expect("a revdial request has a query");
+    // Under any host name: a Listener's request is never taken for a host route.
+    let by_host = cfg.route_with_host(input.host.as_deref(), path, Some(query));
+    assert_eq!(
+        by_host,
+        cfg.route(path, Some(query)),
+        "{pq} on {:?}",
+        input.host
+    );
     match cfg.route(path, Some(query)) {
         Ok(Route::Revdial(r)) => {
             assert_eq!(r.id, id, "{pq}");
@@ -106,6 +126,33 @@ pub fn check(input: &Input) {
             assert_eq!(r.conn.as_deref(), conn, "{pq}");
         }
         other => panic!("the Listener's own request {pq:?} routes to {other:?}"),
+    }
+}
+
+/// Host routing: a host route only for a name under the domain, with the path kept;
+/// anything else exactly as path routing decides.
+fn check_host_route(cfg: &RouteConfig, host: Option<&str>, path: &str, query: Option<&str>) {
+    match cfg.route_with_host(host, path, query) {
+        Ok(Route::Host { id, path_and_query }) => {
+            let domain = cfg.domain().expect("a host route without a domain");
+            let host = host
+                .expect("a host route without a host")
+                .to_ascii_lowercase();
+            assert!(
+                host.contains(&format!("{}.{domain}", id.as_str())),
+                "{host:?} routed to {id:?}"
+            );
+            assert_eq!(id.as_str(), id.as_str().to_ascii_lowercase());
+            let p = if path.is_empty() { "/" } else { path };
+            let expected = match query {
+                Some(q) => format!("{p}?{q}"),
+                None => p.to_string(),
+            };
+            assert_eq!(path_and_query, expected);
+        }
+        Err(e) => assert_eq!(e.status(), 400),
+        // Not a host route: what the path alone decides.
+        other => assert_eq!(other, cfg.route(path, query)),
     }
 }
 
@@ -146,6 +193,7 @@ fn check_route(cfg: &RouteConfig, path: &str, query: Option<&str>) {
             assert_eq!(Some(&id), cfg.default_id());
             assert_eq!(path_and_query, with_query(path));
         }
+        Ok(Route::Host { .. }) => panic!("a host route without a host"),
         Ok(Route::NotFound) => assert!(cfg.default_id().is_none()),
     }
 }

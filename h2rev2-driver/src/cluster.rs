@@ -202,8 +202,21 @@ impl Cluster {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        let Ok(uri) = format!("{}{pq}", owner.address.trim_end_matches('/')).parse::<http::Uri>()
-        else {
+        // The owner routes the request as this replica did: by the host name the
+        // Client named (host routing) when it named one, else by the path.
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                let h = parts.headers.get(http::header::HOST)?;
+                h.to_str().ok().map(str::to_string)
+            });
+        let target = match (&host, owner.address.split_once("://")) {
+            (Some(h), Some((scheme, _))) => format!("{scheme}://{h}{pq}"),
+            _ => format!("{}{pq}", owner.address.trim_end_matches('/')),
+        };
+        let Ok(uri) = target.parse::<http::Uri>() else {
             warn!(owner = %owner.address, "a replica's address is not a URL");
             return text(
                 StatusCode::BAD_GATEWAY,

@@ -127,7 +127,10 @@ impl RevConn {
     }
 
     /// Counts this conn among its tunnel's open conns until it is dropped.
-    pub(crate) fn with_slot(mut self, slot: crate::tunnel::ConnSlot) -> Self {
+    /// Its receive flow control is registered with the tunnel, which makes h2 look
+    /// again for a window update owed after the stream window shrinks.
+    pub(crate) fn with_slot(mut self, mut slot: crate::tunnel::ConnSlot) -> Self {
+        slot.watch_flow(self.recv_stream().flow_control().clone());
         self.slot = Some(slot);
         self
     }

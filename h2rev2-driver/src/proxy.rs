@@ -940,6 +940,7 @@ pub(crate) async fn serve_http1<IO>(
     peer: SocketAddr,
     identities: Arc<[String]>,
     tls: bool,
+    server_name: Option<Arc<str>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -949,7 +950,8 @@ pub(crate) async fn serve_http1<IO>(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let server = svc_server.clone();
         let identities = identities.clone();
-        async move { Ok::<_, Infallible>(handle_http1(server, req, peer, identities, tls).await) }
+        let sni = server_name.clone();
+        async move { Ok::<_, Infallible>(handle_http1(server, req, peer, identities, tls, sni).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(server.inner.rt.clone())
@@ -976,8 +978,26 @@ async fn handle_http1(
     peer: SocketAddr,
     identities: Arc<[String]>,
     tls: bool,
+    server_name: Option<Arc<str>>,
 ) -> Response<ProxyBody> {
-    handle(server, req, peer, identities, tls).await
+    handle(server, req, peer, identities, tls, server_name.as_deref()).await
+}
+
+/// The host name a request names: its `:authority` (HTTP/2, or an absolute URL),
+/// else its `Host` header, else the TLS server name of its connection.
+pub(crate) fn request_host<'a, B>(
+    req: &'a Request<B>,
+    server_name: Option<&'a str>,
+) -> Option<&'a str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .or(server_name)
 }
 
 /// Serves one Client request on the proxy routes (any body type).
@@ -987,15 +1007,17 @@ async fn handle<B>(
     peer: SocketAddr,
     identities: Arc<[String]>,
     tls: bool,
+    server_name: Option<&str>,
 ) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let route = server
-        .config()
-        .routes
-        .route(req.uri().path(), req.uri().query());
+    let route = server.config().routes.route_with_host(
+        request_host(&req, server_name),
+        req.uri().path(),
+        req.uri().query(),
+    );
     let (id, pq, prefix) = match route {
         Ok(Route::Revdial(_)) => {
             return text(
@@ -1009,7 +1031,9 @@ where
             path_and_query,
             prefix,
         }) => (id, path_and_query, Some(prefix)),
-        Ok(Route::Default { id, path_and_query }) => (id, path_and_query, None),
+        Ok(Route::Default { id, path_and_query } | Route::Host { id, path_and_query }) => {
+            (id, path_and_query, None)
+        }
         Ok(Route::NotFound) => return text(StatusCode::NOT_FOUND, "no such route\n".into()),
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
@@ -1049,7 +1073,7 @@ impl Server {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        handle(self.clone(), req, peer, Arc::from([]), tls).await
+        handle(self.clone(), req, peer, Arc::from([]), tls, None).await
     }
 
     /// [`Server::handle`] as a hyper (and tower) service for one Client connection.
@@ -1097,7 +1121,7 @@ where
 
     fn call(&self, req: Request<B>) -> Self::Future {
         let (server, peer, tls) = (self.server.clone(), self.peer, self.tls);
-        Box::pin(async move { Ok(handle(server, req, peer, Arc::from([]), tls).await) })
+        Box::pin(async move { Ok(handle(server, req, peer, Arc::from([]), tls, None).await) })
     }
 }
 

@@ -515,12 +515,14 @@ impl Server {
                     Some(Err(e)) => return debug!(%peer, error = %e, "handshake failed"),
                     None => return debug!(%peer, "handshake timed out"),
                 };
-                this.serve_connection(
+                let server_name = accepted.server_name.map(Arc::from);
+                this.serve_conn(
                     accepted.io,
                     peer,
                     accepted.h2,
                     accepted.identities,
                     accepted.tls,
+                    server_name,
                 )
                 .await;
             });
@@ -582,18 +584,41 @@ impl Server {
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_conn(io, peer, h2, identities, tls, None).await
+    }
+
+    /// [`Server::serve_connection`] with the TLS server name the Client sent, the
+    /// host name of requests that carry none (host routing).
+    async fn serve_conn<IO>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        h2: bool,
+        identities: Vec<String>,
+        tls: bool,
+        server_name: Option<Arc<str>>,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let m = self.inner.metrics.clone();
         m.connections.fetch_add(1, Relaxed);
         if h2 {
-            self.serve_h2(io, peer, identities, tls).await;
+            self.serve_h2(io, peer, identities, tls, server_name).await;
         } else {
-            crate::proxy::serve_http1(self.clone(), io, peer, identities.into(), tls).await;
+            let ids = identities.into();
+            crate::proxy::serve_http1(self.clone(), io, peer, ids, tls, server_name).await;
         }
         m.connections.fetch_sub(1, Relaxed);
     }
 
-    async fn serve_h2<IO>(&self, io: IO, peer: SocketAddr, identities: Vec<String>, tls: bool)
-    where
+    async fn serve_h2<IO>(
+        &self,
+        io: IO,
+        peer: SocketAddr,
+        identities: Vec<String>,
+        tls: bool,
+        server_name: Option<Arc<str>>,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let cfg = &*self.config();
@@ -631,13 +656,16 @@ impl Server {
         // acknowledged is retried a moment later.
         let mut retune = rt.timer(far());
         let mut retune_armed = false;
+        // After a decrease, h2 is made to look again for window updates it owes.
+        let mut recheck = rt.timer(far());
         loop {
             tokio::select! {
                 next = conn.accept() => match next {
                     Some(Ok((req, respond))) => {
                         idle_rule.handle_stream(rt.now());
                         idle_check.as_mut().reset(idle_rule.poll_timeout().unwrap_or_else(far));
-                        self.on_h2_request(conn_id, peer, &identities, req, respond, tls, &tunnel);
+                        let conn = ConnMeta { id: conn_id, peer, identities: &identities, tls, server_name: server_name.as_deref() };
+                        self.on_h2_request(conn, req, respond, &tunnel);
                     }
                     Some(Err(e)) => {
                         debug!(%peer, error = %e, "HTTP/2 connection error");
@@ -681,15 +709,22 @@ impl Server {
                     conn.set_target_window_size(cfg.tunnel_connection_window);
                 }
                 _ = tunnel.changed.notified(), if is_tunnel && !retune_armed => {
-                    retune_armed = !announce_window(&mut conn, &mut windows, &tunnel);
+                    retune_armed = !announce_window(&mut conn, &mut windows, &tunnel, rt.now());
                     if retune_armed {
                         retune.as_mut().reset(rt.now() + SETTINGS_RETRY);
                     }
+                    recheck.as_mut().reset(windows.poll_recheck().unwrap_or_else(far));
                 }
                 _ = retune.as_mut(), if retune_armed => {
-                    retune_armed = !announce_window(&mut conn, &mut windows, &tunnel);
+                    retune_armed = !announce_window(&mut conn, &mut windows, &tunnel, rt.now());
                     let next = if retune_armed { rt.now() + SETTINGS_RETRY } else { far() };
                     retune.as_mut().reset(next);
+                    recheck.as_mut().reset(windows.poll_recheck().unwrap_or_else(far));
+                }
+                _ = recheck.as_mut() => {
+                    tunnel.recheck_windows();
+                    windows.handle_recheck();
+                    recheck.as_mut().reset(windows.poll_recheck().unwrap_or_else(far));
                 }
                 _ = drain_deadline.as_mut() => break,
             }
@@ -697,21 +732,25 @@ impl Server {
         let _ = self.inner.cmd.send(Cmd::ConnClosed { conn: conn_id });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_h2_request(
         &self,
-        conn: ConnId,
-        peer: SocketAddr,
-        identities: &Arc<[String]>,
+        meta: ConnMeta<'_>,
         req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
-        tls: bool,
         tunnel: &Arc<TunnelShare>,
     ) {
-        let route = self
-            .config()
-            .routes
-            .route(req.uri().path(), req.uri().query());
+        let ConnMeta {
+            id: conn,
+            peer,
+            identities,
+            tls,
+            server_name,
+        } = meta;
+        let route = self.config().routes.route_with_host(
+            crate::proxy::request_host(&req, server_name),
+            req.uri().path(),
+            req.uri().query(),
+        );
         match route {
             Ok(Route::Revdial(request)) => {
                 // Which wire generation: the core decides by the content type.
@@ -750,7 +789,7 @@ impl Server {
                     tls,
                 ));
             }
-            Ok(Route::Default { id, path_and_query }) => {
+            Ok(Route::Default { id, path_and_query } | Route::Host { id, path_and_query }) => {
                 let this = self.clone();
                 self.inner.rt.spawn(crate::proxy::serve_h2_proxy(
                     this,
@@ -805,6 +844,16 @@ impl Server {
     }
 }
 
+/// What a request on an HTTP/2 connection is told about the connection.
+struct ConnMeta<'a> {
+    id: ConnId,
+    peer: SocketAddr,
+    identities: &'a Arc<[String]>,
+    tls: bool,
+    /// The TLS server name (SNI) the Client sent.
+    server_name: Option<&'a str>,
+}
+
 /// A connection after its handshake, ready for HTTP: what a binding's `handshake`
 /// gives [`Server::serve_with`].
 pub struct Accepted {
@@ -818,14 +867,18 @@ pub struct Accepted {
     pub identities: Vec<String>,
     /// Whether it came over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
+    /// The TLS server name (SNI) the Client asked for: the host name of its requests
+    /// that carry no `Host` (host routing, [`h2rev2_proto::wire::RouteConfig::route_with_host`]).
+    pub server_name: Option<String>,
 }
 
-/// What a TLS handshake told about the peer: whether ALPN chose `h2`, and the
-/// identities of its verified client certificate.
+/// What a TLS handshake told about the peer: whether ALPN chose `h2`, the
+/// identities of its verified client certificate, and the server name it asked for.
 #[derive(Debug, Clone)]
 pub struct TlsPeer {
     h2: bool,
     identities: Vec<String>,
+    server_name: Option<String>,
 }
 
 impl TlsPeer {
@@ -835,6 +888,7 @@ impl TlsPeer {
         TlsPeer {
             h2: session.alpn_protocol() == Some(crate::tls::ALPN_H2),
             identities: crate::identity::peer_identities(session, which),
+            server_name: session.server_name().map(str::to_string),
         }
     }
 }
@@ -847,6 +901,7 @@ impl Accepted {
             h2: peer.h2,
             identities: peer.identities,
             tls: true,
+            server_name: peer.server_name,
         }
     }
 
@@ -858,6 +913,7 @@ impl Accepted {
             h2: first.starts_with(b"PRI"),
             identities: Vec::new(),
             tls: false,
+            server_name: None,
         }
     }
 }
@@ -935,6 +991,7 @@ fn announce_window<T, B>(
     conn: &mut h2::server::Connection<T, B>,
     windows: &mut StreamWindowRule,
     tunnel: &TunnelShare,
+    now: Instant,
 ) -> bool
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -950,7 +1007,7 @@ where
                 conns = tunnel.open_conns(),
                 "tunnel stream window"
             );
-            windows.handle_announced(w);
+            windows.handle_announced(now, w);
             true
         }
         Err(_) => false,

@@ -3,8 +3,9 @@
 //! [`h2rev2_proto::window::StreamWindowRule`] and the admin view of its session), and
 //! the bytes they carried.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -22,6 +23,10 @@ pub(crate) struct TunnelShare {
     bytes_in: AtomicU64,
     /// Bytes written to its conns (Dialer to Listener), since it started.
     bytes_out: AtomicU64,
+    /// The receive flow control of each conn open on it, to make h2 look again for a
+    /// window update owed after a decrease ([`TunnelShare::recheck_windows`]).
+    flows: Mutex<HashMap<u64, h2::FlowControl>>,
+    next_flow: AtomicU64,
 }
 
 impl TunnelShare {
@@ -34,33 +39,63 @@ impl TunnelShare {
     pub(crate) fn bytes(&self) -> (u64, u64) {
         (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed))
     }
+
+    /// Makes h2 look again, on every conn of the connection, for a stream window
+    /// update it owes: releasing no bytes re-runs its check, which a decrease of the
+    /// stream window (applied when the peer acknowledges it) does not, so a conn whose
+    /// reader had released everything would otherwise stall for good (the core's
+    /// [`h2rev2_proto::window`] docs). Costs one h2 lock per conn; nothing is sent
+    /// unless an update is owed.
+    pub(crate) fn recheck_windows(&self) {
+        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        for flow in flows.values_mut() {
+            let _ = flow.release_capacity(0);
+        }
+    }
 }
 
 /// Counts one conn as open on its connection until dropped.
 #[derive(Debug)]
-pub(crate) struct ConnSlot(Arc<TunnelShare>);
+pub(crate) struct ConnSlot {
+    share: Arc<TunnelShare>,
+    /// Its key in [`TunnelShare::flows`], once registered.
+    flow: Option<u64>,
+}
 
 impl ConnSlot {
     pub(crate) fn new(share: Arc<TunnelShare>) -> Self {
         share.conns.fetch_add(1, Relaxed);
         share.changed.notify_one();
-        ConnSlot(share)
+        ConnSlot { share, flow: None }
+    }
+
+    /// Registers the conn's receive flow control for
+    /// [`TunnelShare::recheck_windows`], until the slot is dropped.
+    pub(crate) fn watch_flow(&mut self, flow: h2::FlowControl) {
+        let key = self.share.next_flow.fetch_add(1, Relaxed);
+        let mut flows = self.share.flows.lock().unwrap_or_else(|e| e.into_inner());
+        flows.insert(key, flow);
+        self.flow = Some(key);
     }
 
     /// Counts `n` bytes read from the conn.
     pub(crate) fn read(&self, n: usize) {
-        self.0.bytes_in.fetch_add(n as u64, Relaxed);
+        self.share.bytes_in.fetch_add(n as u64, Relaxed);
     }
 
     /// Counts `n` bytes written to the conn.
     pub(crate) fn wrote(&self, n: usize) {
-        self.0.bytes_out.fetch_add(n as u64, Relaxed);
+        self.share.bytes_out.fetch_add(n as u64, Relaxed);
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0.conns.fetch_sub(1, Relaxed);
-        self.0.changed.notify_one();
+        if let Some(key) = self.flow {
+            let mut flows = self.share.flows.lock().unwrap_or_else(|e| e.into_inner());
+            flows.remove(&key);
+        }
+        self.share.conns.fetch_sub(1, Relaxed);
+        self.share.changed.notify_one();
     }
 }

@@ -24,6 +24,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 pub const ALPN_H2: &[u8] = b"h2";
 /// ALPN protocol id of HTTP/1.1.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ALPN protocol id of HTTP/1.0 (`curl --http1.0` offers only it): served as HTTP/1.1
+/// serves it.
+pub const ALPN_HTTP10: &[u8] = b"http/1.0";
 
 /// A TLS setup error, naming the file or step that failed.
 #[derive(Debug)]
@@ -217,7 +220,7 @@ pub fn server_config_with(
         None => builder.with_no_client_auth(),
     };
     let mut cfg = builder.with_cert_resolver(slot);
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    cfg.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec(), ALPN_HTTP10.to_vec()];
     Ok(Arc::new(cfg))
 }
 

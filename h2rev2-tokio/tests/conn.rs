@@ -341,3 +341,67 @@ async fn isolated_unflushed_write_is_sent() {
     let _ = done_tx.send(());
     drop(writer.await.unwrap());
 }
+
+/// A pooled conn that received more than the tunnel's smallest stream window (all of
+/// it read) keeps flowing after many conns open and the window shrinks below what it
+/// received: h2 does not look for the window update it then owes by itself (it would
+/// stall for good), so the driver makes it look again after each decrease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conn_keeps_flowing_after_the_stream_window_shrinks_below_what_it_received() {
+    init_tracing();
+    let certs = Certs::new();
+    let mut config = token_config(&[("app", "tok")]);
+    // One conn: a 256 KiB window, whose update h2 owes once what was read reaches
+    // half of what is left (a third of it, 87,380 bytes); four conns: 64 KiB.
+    config.tunnel_stream_budget = 4 * 65_535;
+    let public = start_public(&certs, config).await;
+    let mut opts = listener_opts(&public, &certs, "app", Some("tok"));
+    opts.machine.spares = 0;
+    let mut listener = bind_listener(opts);
+    timeout(Duration::from_secs(10), listener.wait_up())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (mut a, mut b) = pair(&public.server, &mut listener).await;
+    // Let the one-conn window settle, then 80 kB from the NAT side, all read: more
+    // than 64 KiB, too little for a window update.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = pattern(80_000);
+    b.write_all(&sent).await.unwrap();
+    b.flush().await.unwrap();
+    let mut got = vec![0u8; sent.len()];
+    timeout(Duration::from_secs(10), a.read_exact(&mut got))
+        .await
+        .expect("80 kB within 10 s")
+        .unwrap();
+    assert_eq!(got, sent);
+
+    // Three more conns: the window drops to 64 KiB, below the 80 kB `a` received.
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(pair(&public.server, &mut listener).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // `a` still carries the next answer.
+    let mut buf = [0u8; 11];
+    timeout(Duration::from_secs(5), async {
+        b.write_all(b"next answer").await.unwrap();
+        b.flush().await.unwrap();
+        a.read_exact(&mut buf).await.unwrap();
+    })
+    .await
+    .expect("the conn stalled after the stream window shrank");
+    assert_eq!(&buf, b"next answer");
+    // And the other way.
+    a.write_all(b"request").await.unwrap();
+    a.flush().await.unwrap();
+    let mut buf = [0u8; 7];
+    timeout(Duration::from_secs(5), b.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"request");
+    drop(others);
+}

@@ -5,6 +5,10 @@
 //! B/proxy/{id}/{rest}                                        reverse HTTP proxy   (2.2)
 //! anything else, when a default id is configured             default target       (2.3)
 //! ```
+//!
+//! With a domain set ([`RouteConfig::with_domain`]), a request whose host name is
+//! `{id}.{domain}` goes to `id` with its path unchanged, whatever the path, except the
+//! revdial route ([`RouteConfig::route_with_host`]).
 
 use std::fmt;
 
@@ -22,6 +26,7 @@ pub struct RouteConfig {
     proxy: String,
     id_key: String,
     default_id: Option<DialerId>,
+    domain: Option<String>,
 }
 
 impl Default for RouteConfig {
@@ -32,6 +37,7 @@ impl Default for RouteConfig {
             proxy: "proxy".into(),
             id_key: "id".into(),
             default_id: None,
+            domain: None,
         }
     }
 }
@@ -78,6 +84,24 @@ impl RouteConfig {
     pub fn with_default_id(mut self, id: Option<DialerId>) -> Self {
         self.default_id = id;
         self
+    }
+
+    /// The domain under which each id has a host name of its own: with
+    /// `tunnel.example`, `https://web.tunnel.example/` reaches id `web`
+    /// ([`RouteConfig::route_with_host`]). Given as `tunnel.example`,
+    /// `*.tunnel.example` or `.tunnel.example.`; compared without case. `None` or an
+    /// empty domain turns host routing off (the default).
+    pub fn with_domain(mut self, domain: Option<&str>) -> Self {
+        self.domain = domain
+            .map(|d| d.trim().trim_start_matches("*.").trim_matches('.'))
+            .filter(|d| !d.is_empty())
+            .map(|d| d.to_ascii_lowercase());
+        self
+    }
+
+    /// The domain of host routing, normalised (lower case, no leading `*.` or dots).
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
     }
 
     /// The base path, normalised to start and end with `/`.
@@ -188,6 +212,85 @@ impl RouteConfig {
         Ok(self.default_route(path, query))
     }
 
+    /// Routes a request by its host name, then by its path ([`RouteConfig::route`]).
+    ///
+    /// `host` is the request's `Host` (HTTP/1.1) or `:authority` (HTTP/2), or, when it
+    /// has neither, the TLS server name the Client sent. When a domain is set and
+    /// `host` is `{id}.{domain}` (any port, any case, a trailing dot allowed), the
+    /// request goes to `id` with its path and query unchanged ([`Route::Host`]): every
+    /// path of that host name belongs to the id, `B/proxy/…` and the default target
+    /// included. The one exception is the revdial route, which Listeners may reach
+    /// under any name: a Listener's request, and the token it carries, are never
+    /// forwarded into a tunnel. The domain itself, other names and addresses are
+    /// routed by path. The id is everything before `.{domain}`, lower case (a
+    /// wildcard certificate covers one label; ids with dots need their own).
+    ///
+    /// ```
+    /// use h2rev2_proto::wire::{Route, RouteConfig};
+    /// let cfg = RouteConfig::default().with_domain(Some("tunnel.example"));
+    /// match cfg.route_with_host(Some("Web.tunnel.example:8443"), "/a", Some("x=1")).unwrap() {
+    ///     Route::Host { id, path_and_query } => {
+    ///         assert_eq!(id.as_str(), "web");
+    ///         assert_eq!(path_and_query, "/a?x=1");
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// // The domain itself routes by path.
+    /// assert!(matches!(
+    ///     cfg.route_with_host(Some("tunnel.example"), "/proxy/web/a", None).unwrap(),
+    ///     Route::Proxy { .. }
+    /// ));
+    /// ```
+    pub fn route_with_host(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Route, RouteError> {
+        if self.is_revdial_path(path) {
+            return self.route(path, query);
+        }
+        match host.and_then(|h| self.host_label(h)) {
+            Some(label) => {
+                let id = DialerId::new(label).map_err(RouteError::BadId)?;
+                let mut path_and_query = if path.is_empty() {
+                    "/".to_string()
+                } else {
+                    path.to_string()
+                };
+                if let Some(q) = query {
+                    path_and_query.push('?');
+                    path_and_query.push_str(q);
+                }
+                Ok(Route::Host { id, path_and_query })
+            }
+            None => self.route(path, query),
+        }
+    }
+
+    /// Whether `path` is the revdial route (`B/revdial`, `B/revdial/`).
+    fn is_revdial_path(&self, path: &str) -> bool {
+        path.strip_prefix(self.base.as_str())
+            .is_some_and(|rest| rest.strip_suffix('/').unwrap_or(rest) == self.revdial)
+    }
+
+    /// The part of `host` before `.{domain}`, lower case, when `host` is a name under
+    /// the domain.
+    fn host_label(&self, host: &str) -> Option<String> {
+        let domain = self.domain.as_deref()?;
+        if host.starts_with('[') {
+            return None; // an IPv6 literal
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return None,
+            None => host,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let label = name.strip_suffix(domain)?.strip_suffix('.')?;
+        (!label.is_empty()).then(|| label.to_string())
+    }
+
     fn default_route(&self, path: &str, query: Option<&str>) -> Route {
         match &self.default_id {
             Some(id) => {
@@ -262,6 +365,14 @@ pub enum Route {
     /// path unchanged (PROTOCOL.md 2.3).
     Default {
         /// The default dialer id.
+        id: DialerId,
+        /// The unchanged path and query.
+        path_and_query: String,
+    },
+    /// A request to a host name under the configured domain, `{id}.{domain}`
+    /// ([`RouteConfig::route_with_host`]), proxied to `id` with its path unchanged.
+    Host {
+        /// The id the host name names.
         id: DialerId,
         /// The unchanged path and query.
         path_and_query: String,
@@ -501,6 +612,85 @@ mod tests {
             cfg.route("/revdial", Some("id=001")).unwrap(),
             Route::Revdial(_)
         ));
+    }
+
+    #[test]
+    fn host_routing() {
+        let cfg = RouteConfig::default()
+            .with_domain(Some("*.Tunnel.Example."))
+            .with_default_id(Some(id("dflt")));
+        assert_eq!(cfg.domain(), Some("tunnel.example"));
+        let host = |h: &str, p: &str, q: Option<&str>| cfg.route_with_host(Some(h), p, q);
+        let to = |i: &str, pq: &str| {
+            Ok(Route::Host {
+                id: id(i),
+                path_and_query: pq.into(),
+            })
+        };
+        assert_eq!(
+            host("web.tunnel.example", "/a/b", Some("q=1")),
+            to("web", "/a/b?q=1")
+        );
+        assert_eq!(host("WEB.tunnel.example.:443", "", None), to("web", "/"));
+        assert_eq!(host("a.b.tunnel.example", "/", None), to("a.b", "/"));
+        // Every path of the host name belongs to the id, the proxy route's included.
+        assert_eq!(
+            host("web.tunnel.example", "/proxy/other/x", None),
+            to("web", "/proxy/other/x")
+        );
+        assert_eq!(
+            host("web.tunnel.example", "/proxy/", None),
+            to("web", "/proxy/")
+        );
+        // ... except the revdial route: a Listener's request is never forwarded.
+        assert!(matches!(
+            host("web.tunnel.example", "/revdial", Some("id=ssh")),
+            Ok(Route::Revdial(r)) if r.id == id("ssh")
+        ));
+        assert_eq!(
+            host("web.tunnel.example", "/revdial/", None),
+            Err(RouteError::MissingId("id".into()))
+        );
+        // The domain itself, other names, look-alikes and addresses route by path.
+        assert!(matches!(
+            host("tunnel.example", "/proxy/web/x", None),
+            Ok(Route::Proxy { .. })
+        ));
+        assert!(matches!(
+            host("tunnel.example:9090", "/x", None),
+            Ok(Route::Default { .. })
+        ));
+        assert!(matches!(
+            host("webtunnel.example", "/x", None),
+            Ok(Route::Default { .. })
+        ));
+        assert!(matches!(
+            host("web.tunnel.example.evil", "/x", None),
+            Ok(Route::Default { .. })
+        ));
+        assert!(matches!(
+            host(".tunnel.example", "/x", None),
+            Ok(Route::Default { .. })
+        ));
+        assert!(matches!(
+            host("[::1]:9090", "/x", None),
+            Ok(Route::Default { .. })
+        ));
+        assert!(matches!(
+            host("web.tunnel.example:x", "/x", None),
+            Ok(Route::Default { .. })
+        ));
+        assert!(matches!(
+            cfg.route_with_host(None, "/x", None),
+            Ok(Route::Default { .. })
+        ));
+        // Off without a domain.
+        let off = RouteConfig::default().with_domain(Some(" "));
+        assert_eq!(off.domain(), None);
+        assert_eq!(
+            off.route_with_host(Some("web.tunnel.example"), "/x", None),
+            Ok(Route::NotFound)
+        );
     }
 
     #[test]

@@ -436,8 +436,12 @@ pub async fn small_requests(ep: &Endpoint, tls: &ClientTls, spec: LoadSpec) -> R
                         all += 1;
                         true
                     }
-                    _ => {
+                    first => {
                         errors += 1;
+                        match first {
+                            Ok(r) => report_failure(&r),
+                            Err(_) => report_failure::<&str>(&Err("no answer within 10 s")),
+                        }
                         !matches!(c, Client::H1(..))
                     }
                 };
