@@ -266,17 +266,27 @@ fn explain(plan_id: &DialerId, server: &str, reason: &DownReason) {
 fn watch(listener: &Listener, id: DialerId, server: String) {
     let mut status = listener.watch_status();
     tokio::spawn(async move {
+        // Each reason is explained once until it changes or the session is up again
+        // (the driver logs the retries themselves on changes too).
+        let mut explained: Option<String> = None;
         loop {
             let s = status.borrow_and_update().clone();
             match s {
                 Status::Down(Some(reason)) => {
-                    explain(&id, &server, &reason);
+                    let text = reason.to_string();
+                    if explained.as_deref() != Some(text.as_str()) {
+                        explain(&id, &server, &reason);
+                        explained = Some(text);
+                    }
                 }
                 Status::Closed(reason) => {
-                    explain(&id, &server, &reason);
+                    if explained.as_deref() != Some(reason.to_string().as_str()) {
+                        explain(&id, &server, &reason);
+                    }
                     return;
                 }
-                Status::Up | Status::Down(None) => {}
+                Status::Up => explained = None,
+                Status::Down(None) => {}
             }
             if status.changed().await.is_err() {
                 return;

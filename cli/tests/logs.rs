@@ -83,3 +83,54 @@ fn log_format_json_from_the_config_file() {
     server.wait_for("Serving on https://", UP);
     assert!(!server.stderr().starts_with('{'), "{}", server.stderr());
 }
+
+/// A refused client retries forever, but says so once per kind of failure (with the
+/// next attempt's delay), not on every attempt.
+#[test]
+fn a_refused_client_logs_the_refusal_once_not_on_every_retry() {
+    let server = PublicServer::start("web right\n", &[]);
+    let internal = format!("http://127.0.0.1:{}", start_http());
+    let args = [
+        "client",
+        "--server",
+        &server.url,
+        "--ca",
+        &server.cert,
+        "--id",
+        "web",
+        "--proxy-host",
+        &internal,
+        "--max-backoff",
+        "1",
+    ];
+    let env = [("H2REV2_TOKEN", "wrong"), ("RUST_LOG", "debug")];
+    let mut client = Proc::h2rev2("client", &args, &env);
+    // At most 1 s between attempts: 5 s make several.
+    std::thread::sleep(Duration::from_secs(5));
+    let err = client.stderr();
+    let count = |needle: &str| err.lines().filter(|l| l.contains(needle)).count();
+    let attempts = count("403");
+    assert!(
+        attempts >= 4,
+        "fewer attempts than expected ({attempts}): {err}"
+    );
+    let warns: Vec<&str> = err.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert_eq!(warns.len(), 1, "one warning for one kind of failure: {err}");
+    assert!(
+        warns[0].contains("403") && warns[0].contains("next attempt in"),
+        "{}",
+        warns[0]
+    );
+    assert_eq!(count(" ERROR "), 1, "the refusal explained once: {err}");
+    assert!(count("still down") >= 3, "the retries at debug: {err}");
+    let connecting = err
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains("Listener connecting"))
+        .count();
+    assert_eq!(
+        connecting, 1,
+        "the first attempt at info, retries at debug: {err}"
+    );
+    client.signal("TERM");
+    client.wait_exit(UP);
+}

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -217,6 +217,7 @@ impl Listener {
         let (status_tx, status) = watch::channel(Status::Down(None));
         let seed = fastrand::u64(..);
         let driver = Driver {
+            down_log: DownLog::default(),
             machine: Machine::new(opts.machine.clone(), seed),
             opts,
             tx: tx.clone(),
@@ -323,7 +324,67 @@ enum Internal {
     Close,
 }
 
+/// How often a Listener that keeps failing the same way says so again at `warn`.
+const DOWN_REMINDER: Duration = Duration::from_secs(600);
+
+/// Logs a Listener's failed attempts on changes, not on every retry: the first failure
+/// of a kind at `warn` with the next attempt's delay, the same failure again at `debug`
+/// (and at `warn` once per [`DOWN_REMINDER`], with the count), and coming up after
+/// failures with their count.
+#[derive(Debug, Default)]
+struct DownLog {
+    /// The last failure logged at `warn`, when, and the attempts since that failed the
+    /// same way.
+    last: Option<(String, Instant, u64)>,
+    /// Attempts failed since the session was last up.
+    failed: u64,
+}
+
+/// What [`DownLog::down`] decides.
+#[derive(Debug, PartialEq, Eq)]
+enum DownLine {
+    /// A new kind of failure (or a reminder, with the attempts that failed the same way
+    /// since the last line): `warn`.
+    Warn { same_since: u64 },
+    /// The same failure as the last line: `debug`.
+    Quiet { same_since: u64 },
+}
+
+impl DownLog {
+    fn down(&mut self, now: Instant, reason: &str) -> DownLine {
+        self.failed += 1;
+        match &mut self.last {
+            Some((last, at, n)) if last == reason => {
+                *n += 1;
+                if now.duration_since(*at) >= DOWN_REMINDER {
+                    let same_since = std::mem::take(n);
+                    *at = now;
+                    DownLine::Warn { same_since }
+                } else {
+                    DownLine::Quiet { same_since: *n }
+                }
+            }
+            _ => {
+                self.last = Some((reason.to_string(), now, 0));
+                DownLine::Warn { same_since: 0 }
+            }
+        }
+    }
+
+    /// The session is up: the attempts that failed before it, and a fresh start.
+    fn up(&mut self) -> u64 {
+        self.last = None;
+        std::mem::take(&mut self.failed)
+    }
+
+    /// Whether this attempt is a retry after failures (its start is logged at `debug`).
+    fn retrying(&self) -> bool {
+        self.failed > 0
+    }
+}
+
 struct Driver {
+    down_log: DownLog,
     machine: Machine,
     opts: ListenerOptions,
     tx: mpsc::UnboundedSender<Internal>,
@@ -421,7 +482,11 @@ impl Driver {
                     self.teardown();
                     self.generation += 1;
                     let g = self.generation;
-                    info!(url = %self.opts.url, id = %self.opts.machine.id, "Listener connecting");
+                    if self.down_log.retrying() {
+                        debug!(url = %self.opts.url, id = %self.opts.machine.id, "Listener connecting again");
+                    } else {
+                        info!(url = %self.opts.url, id = %self.opts.machine.id, "Listener connecting");
+                    }
                     self.rt.spawn(connect(
                         g,
                         self.opts.clone(),
@@ -503,11 +568,28 @@ impl Driver {
                     self.teardown();
                 }
                 Action::Up => {
-                    info!(id = %self.opts.machine.id, url = %self.opts.url, "Serving on Reverse connection");
+                    let failed = self.down_log.up();
+                    if failed > 0 {
+                        info!(id = %self.opts.machine.id, url = %self.opts.url, failed_attempts = failed, "Serving on Reverse connection (after {failed} failed attempts)");
+                    } else {
+                        info!(id = %self.opts.machine.id, url = %self.opts.url, "Serving on Reverse connection");
+                    }
                     let _ = self.status.send(Status::Up);
                 }
                 Action::Down { reason, retry_in } => {
-                    warn!(id = %self.opts.machine.id, "reverse connection down: {reason}; retrying in {retry_in:?}");
+                    let id = &self.opts.machine.id;
+                    let next = format!("{:.1} s", retry_in.as_secs_f64());
+                    match self.down_log.down(self.rt.now(), &reason.to_string()) {
+                        DownLine::Warn { same_since: 0 } => {
+                            warn!(%id, "reverse connection down: {reason}; next attempt in {next}");
+                        }
+                        DownLine::Warn { same_since } => {
+                            warn!(%id, "reverse connection still down: {reason} ({same_since} more attempts failed the same way); next attempt in {next}");
+                        }
+                        DownLine::Quiet { same_since } => {
+                            debug!(%id, "reverse connection still down: {reason} (attempt {} of this kind); next attempt in {next}", same_since + 1);
+                        }
+                    }
                     let _ = self.status.send(Status::Down(Some(reason)));
                 }
                 Action::Closed { reason } => {
@@ -685,4 +767,50 @@ async fn handshake(
         let _ = tx.send(Internal::Disconnected(g, reason));
     });
     Ok(h2)
+}
+
+#[cfg(test)]
+mod down_log_tests {
+    use super::*;
+
+    #[test]
+    fn the_same_failure_is_warned_once_then_reminded_and_counted() {
+        let t0 = Instant::now();
+        let mut log = DownLog::default();
+        assert!(!log.retrying());
+        assert_eq!(log.down(t0, "403"), DownLine::Warn { same_since: 0 });
+        assert!(log.retrying());
+        let s = Duration::from_secs;
+        assert_eq!(
+            log.down(t0 + s(2), "403"),
+            DownLine::Quiet { same_since: 1 }
+        );
+        assert_eq!(
+            log.down(t0 + s(4), "403"),
+            DownLine::Quiet { same_since: 2 }
+        );
+        // Another reason: warned at once.
+        assert_eq!(
+            log.down(t0 + s(6), "refused"),
+            DownLine::Warn { same_since: 0 }
+        );
+        assert_eq!(
+            log.down(t0 + s(8), "refused"),
+            DownLine::Quiet { same_since: 1 }
+        );
+        // A reminder once per DOWN_REMINDER, with the count since the last line.
+        let later = t0 + s(6) + DOWN_REMINDER;
+        assert_eq!(log.down(later, "refused"), DownLine::Warn { same_since: 2 });
+        assert_eq!(
+            log.down(later + s(1), "refused"),
+            DownLine::Quiet { same_since: 1 }
+        );
+        assert_eq!(log.up(), 7);
+        // Up again: the next failure is news.
+        assert!(!log.retrying());
+        assert_eq!(
+            log.down(later + s(9), "refused"),
+            DownLine::Warn { same_since: 0 }
+        );
+    }
 }
