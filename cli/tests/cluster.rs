@@ -246,3 +246,110 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
         assert!(r.proc.running(), "{}", r.proc.stderr());
     }
 }
+
+/// An internal server that switches every request to an echo of raw bytes
+/// (`101 Switching Protocols`, like a WebSocket server would); its port.
+fn start_upgrade_echo() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !head.contains("upgrade: echo") {
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+                    return;
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n",
+                );
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    port
+}
+
+/// A Client (python's ssl module) asking `url`'s server to switch `path` to the echo
+/// protocol, then sending two messages; what it read, or why it failed.
+fn upgrade_client(ca: &str, port: u16, path: &str) -> String {
+    let script = r#"
+import socket, ssl, sys
+ca, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n" % path).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(1)
+    if not chunk:
+        break
+    head += chunk
+status = head.split(b"\r\n")[0].decode()
+out = [status]
+if " 101 " in status:
+    for msg in (b"hello through the cluster", b"and back again"):
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = s.recv(len(msg) - len(got))
+            if not chunk:
+                break
+            got += chunk
+        out.append(got.decode())
+print("|".join(out))
+"#;
+    let port_s = port.to_string();
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, ca, &port_s, path])
+        .output()
+        .expect("python3 runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn an_upgrade_reaches_the_id_through_a_replica_that_does_not_hold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let ca = write_file(d, "s.crt", &ck.cert.pem()).display().to_string();
+    write_file(d, "s.key", &ck.signing_key.serialize_pem());
+    write_file(d, "tokens.txt", "ws tw\n");
+    write_file(d, "cluster.token", "cluster-s3cret\n");
+    let redis_port = free_port();
+    let _redis = redis(redis_port);
+    let rs: Vec<Replica> = (1..=2).map(|n| replica(d, n, redis_port)).collect();
+    let internal = format!("http://127.0.0.1:{}", start_upgrade_echo());
+    let _ws = client(&[&rs[0].url], &ca, "ws", "tw", &internal);
+    let port = |r: &Replica| r.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let want = "HTTP/1.1 101 Switching Protocols|hello through the cluster|and back again";
+    // On the replica that holds the id, then through the other one.
+    assert_eq!(upgrade_client(&ca, port(&rs[0]), "/proxy/ws/chat"), want);
+    let start = Instant::now();
+    loop {
+        let got = upgrade_client(&ca, port(&rs[1]), "/proxy/ws/chat");
+        if got == want {
+            break;
+        }
+        // Until the registry tells replica 2 where `ws` is (a moment at start).
+        assert!(start.elapsed() < Duration::from_secs(10), "{got}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

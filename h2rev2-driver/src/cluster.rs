@@ -8,7 +8,9 @@
 //! sending replica's name). The receiving replica checks the token (`403` otherwise),
 //! serves the request only from its own sessions (a request is forwarded at most once),
 //! and does not check the Client's credentials again: the replica the Client reached
-//! did, with the same rules.
+//! did, with the same rules. A request that switches protocols (`Upgrade`) goes over
+//! a connection of its own in HTTP/1.1, since HTTP/2 has none; the Client's `Host`
+//! (or `:authority`) goes along, so host routing decides alike on both replicas.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -190,13 +192,8 @@ impl Cluster {
         owner: &Owner,
         mut parts: http::request::Parts,
         body: UpstreamBody,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ProxyBody> {
-        if parts.headers.contains_key(http::header::UPGRADE) {
-            return text(
-                StatusCode::NOT_IMPLEMENTED,
-                "h2rev2: protocol upgrades reach only the replica that holds the id\n".into(),
-            );
-        }
         let pq = parts
             .uri
             .path_and_query()
@@ -223,7 +220,8 @@ impl Cluster {
                 "h2rev2: cluster peer unusable\n".into(),
             );
         };
-        crate::proxy::strip_hop_by_hop(&mut parts.headers);
+        let upgrade =
+            crate::proxy::strip_hop_by_hop(&mut parts.headers).filter(|_| client_upgrade.is_some());
         parts.headers.remove(http::header::HOST);
         parts.headers.insert(
             HeaderName::from_static(TOKEN_HEADER),
@@ -231,6 +229,11 @@ impl Cluster {
         );
         if let Ok(v) = HeaderValue::from_str(&self.config.registry.replica) {
             parts.headers.insert(HeaderName::from_static(HOP_HEADER), v);
+        }
+        if let (Some(protocol), Some(client)) = (upgrade, client_upgrade) {
+            return self
+                .forward_upgrade(id, owner, parts, body, uri, protocol, client)
+                .await;
         }
         parts.uri = uri;
         parts.version = http::Version::HTTP_2;
@@ -268,6 +271,109 @@ impl Cluster {
         }
     }
 
+    /// Forwards a request that asks to switch protocols (`Upgrade`: WebSocket...) to
+    /// `owner` over a connection of its own, in HTTP/1.1 (HTTP/2 has no `Upgrade`):
+    /// once both sides switched, the Client's and the owner's byte streams are relayed.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_upgrade(
+        &self,
+        id: &DialerId,
+        owner: &Owner,
+        mut parts: http::request::Parts,
+        body: UpstreamBody,
+        uri: http::Uri,
+        protocol: HeaderValue,
+        client: hyper::upgrade::OnUpgrade,
+    ) -> Response<ProxyBody> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            info!(owner = %owner.address, error = %e, "forwarding an upgrade to a replica: {what}");
+            let _ = self.tx.send(Msg::Changed(Some(cluster::key(id))));
+            text(
+                StatusCode::BAD_GATEWAY,
+                "h2rev2: the replica that holds this id could not be reached\n".into(),
+            )
+        };
+        let io = match self
+            .dial_peer(&owner.address, h2rev2_tls::ALPN_HTTP11)
+            .await
+        {
+            Ok(io) => io,
+            Err(e) => return failed("cannot connect", &e),
+        };
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io));
+        let (mut send, conn) = match handshake.await {
+            Ok(x) => x,
+            Err(e) => return failed("HTTP/1.1 handshake", &e),
+        };
+        self.rt.spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(error = %e, "upgraded connection to a replica ended");
+            }
+        });
+        let authority = uri.authority().map(|a| a.as_str().to_string());
+        if let Some(h) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            parts.headers.insert(http::header::HOST, h);
+        }
+        parts.headers.insert(http::header::UPGRADE, protocol);
+        parts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        parts.uri = uri.path_and_query().map_or_else(
+            || http::Uri::from_static("/"),
+            |pq| http::Uri::from(pq.clone()),
+        );
+        parts.version = http::Version::HTTP_11;
+        let mut resp = match send.send_request(Request::from_parts(parts, body)).await {
+            Ok(r) => r,
+            Err(e) => return failed("no answer", &e),
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream = hyper::upgrade::on(&mut resp);
+            self.rt.spawn(async move {
+                match tokio::try_join!(client, upstream) {
+                    Ok((c, u)) => {
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        if let Err(e) = crate::relay::relay(&mut c, &mut u).await {
+                            debug!(error = %e, "upgraded connection through a replica ended");
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "upgrade through a replica failed"),
+                }
+            });
+            return resp.map(|b| b.map_err(BoxError::from).boxed());
+        }
+        let (mut parts, body) = resp.into_parts();
+        crate::proxy::strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+
+    /// A new TLS connection to the replica at `address`, with `alpn`.
+    async fn dial_peer(&self, address: &str, alpn: &[u8]) -> Result<crate::io::BoxIo, BoxError> {
+        let uri: http::Uri = address.parse()?;
+        let host = uri.host().ok_or("no host")?.to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut tls = (*self.config.peer_tls).clone();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        let target = Target {
+            addr: authority,
+            host: host.trim_matches(['[', ']']).to_string(),
+            tls: Some(Arc::new(tls)),
+        };
+        let connect = self.connect.connect(target);
+        let connected = self
+            .rt
+            .timeout(self.config.op_timeout, connect)
+            .await
+            .ok_or("connecting timed out")??;
+        Ok(connected.io)
+    }
+
     /// The HTTP/2 connection to the replica at `address`, made on first use and
     /// again when it closed.
     async fn peer(
@@ -283,32 +389,12 @@ impl Cluster {
         {
             return Ok(s.clone());
         }
-        let uri: http::Uri = address.parse()?;
-        let host = uri.host().ok_or("no host")?.to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let mut tls = (*self.config.peer_tls).clone();
-        tls.alpn_protocols = vec![h2rev2_tls::ALPN_H2.to_vec()];
-        let target = Target {
-            addr: authority,
-            host: host.trim_matches(['[', ']']).to_string(),
-            tls: Some(Arc::new(tls)),
-        };
-        let connect = self.connect.connect(target);
-        let connected = self
-            .rt
-            .timeout(self.config.op_timeout, connect)
-            .await
-            .ok_or("connecting timed out")??;
+        let io = self.dial_peer(address, h2rev2_tls::ALPN_H2).await?;
         let (send, conn) = hyper::client::conn::http2::Builder::new(self.rt.clone())
             .timer(self.rt.clone())
             .keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(connected.io))
+            .handshake(TokioIo::new(io))
             .await?;
         let addr = address.to_string();
         self.rt.spawn(async move {

@@ -678,7 +678,7 @@ async fn forward_inner(
                 match c.route(&id).await {
                     h2rev2_proto::cluster::Route::Remote(owner) => {
                         debug!(%id, replica = %owner.replica, "forwarding to the replica that holds the id");
-                        return c.forward(&id, &owner, parts, body).await;
+                        return c.forward(&id, &owner, parts, body, client_upgrade).await;
                     }
                     h2rev2_proto::cluster::Route::Unavailable => {
                         server.metrics().upstream_error("cluster_unavailable");
