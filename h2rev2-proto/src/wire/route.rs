@@ -169,10 +169,7 @@ impl RouteConfig {
     /// }
     /// ```
     pub fn route(&self, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
-        let Some(rest) = path.strip_prefix(self.base.as_str()).or_else(|| {
-            // `/tunnel` addresses the base itself.
-            (path == self.base.trim_end_matches('/')).then_some("")
-        }) else {
+        let Some(rest) = self.rest_after_base(path) else {
             return Ok(self.default_route(path, query));
         };
         if rest == self.revdial || rest.strip_suffix('/') == Some(self.revdial.as_str()) {
@@ -268,10 +265,21 @@ impl RouteConfig {
         }
     }
 
-    /// Whether `path` is the revdial route (`B/revdial`, `B/revdial/`).
+    /// Whether `path` is the revdial route (`B/revdial`, `B/revdial/`), as
+    /// [`RouteConfig::route`] tells it.
     fn is_revdial_path(&self, path: &str) -> bool {
-        path.strip_prefix(self.base.as_str())
-            .is_some_and(|rest| rest.strip_suffix('/').unwrap_or(rest) == self.revdial)
+        self.rest_after_base(path).is_some_and(|rest| {
+            rest == self.revdial || rest.strip_suffix('/') == Some(&self.revdial)
+        })
+    }
+
+    /// `path` without the base path, if it is under it (`B` itself without its
+    /// trailing `/` is the base too).
+    fn rest_after_base<'p>(&self, path: &'p str) -> Option<&'p str> {
+        path.strip_prefix(self.base.as_str()).or_else(|| {
+            // `/tunnel` addresses the base itself.
+            (path == self.base.trim_end_matches('/')).then_some("")
+        })
     }
 
     /// The part of `host` before `.{domain}`, lower case, when `host` is a name under
