@@ -63,6 +63,22 @@ fn completed() -> clap::Command {
     cmd
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go's runtime does for
+/// every Go program: each Client connection, reverse connection and internal
+/// connection is a file descriptor, and the usual soft limit of 1,024 (systemd's
+/// default, most shells') would refuse Clients long before the server's own limits
+/// do. Logged at debug; a limit that cannot be raised is a warning, not an error.
+fn raise_open_files_limit() {
+    // An unlimited hard limit cannot be the soft one (Linux caps it at nr_open, by
+    // default 1,048,576): then that much.
+    let raised =
+        rlimit::increase_nofile_limit(u64::MAX).or_else(|_| rlimit::increase_nofile_limit(1 << 20));
+    match raised {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let args = argv::rewrite(std::env::args_os().collect());
     // The matches are kept: the config file fills only what they did not set.
@@ -104,6 +120,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => a.log.log_format,
         Command::Legacy(_) | Command::Status(_) | Command::Completions(_) => LogFormat::Text,
     });
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -155,3 +155,29 @@ fn max_requests_per_client_flag_answers_429_to_that_address_only() {
         assert!(h.join().unwrap().ends_with("504"));
     }
 }
+
+/// A server started with a low soft limit on open files (a shell's `ulimit -Sn 256`;
+/// systemd gives 1,024) raises it to the hard limit, as a Go server would: otherwise
+/// it refuses Clients at a few hundred connections whatever its own limits say.
+#[test]
+fn the_server_raises_its_open_files_limit_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("s.crt").display().to_string();
+    let script = format!(
+        "ulimit -Sn 256 && exec {} server --listen 127.0.0.1:0 --self-signed --cert-out {cert} --allow-anonymous",
+        bin()
+    );
+    let mut server = Proc::spawn("server", "sh", &["-c", &script], &[]);
+    server.wait_for("Serving on https://", Duration::from_secs(20));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    // `Max open files  SOFT  HARD  files`
+    let v: Vec<&str> = line.split_whitespace().collect();
+    assert_ne!(v[3], "256", "soft limit not raised: {line}");
+    if v[4] != "unlimited" {
+        assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
+    }
+}

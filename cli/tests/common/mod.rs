@@ -134,6 +134,11 @@ impl Proc {
     }
 
     /// Starts the h2rev2 binary.
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn h2rev2(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         Self::spawn(name, bin(), args, env)
     }
