@@ -46,6 +46,23 @@ fn redis(port: u16) -> Proc {
     p
 }
 
+/// A directory with the replicas' certificate and key (`s.crt`, also the Clients'
+/// CA), `tokens` as their tokens file and the cluster token, and a redis-server:
+/// (directory, CA path, Redis port, Redis).
+fn setup(tokens: &str) -> (tempfile::TempDir, String, u16, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let ca = write_file(d, "s.crt", &ck.cert.pem()).display().to_string();
+    write_file(d, "s.key", &ck.signing_key.serialize_pem());
+    write_file(d, "tokens.txt", tokens);
+    write_file(d, "cluster.token", "cluster-s3cret\n");
+    let redis_port = free_port();
+    let redis = redis(redis_port);
+    (dir, ca, redis_port, redis)
+}
+
 struct Replica {
     proc: Proc,
     url: String,
@@ -120,16 +137,8 @@ fn until_ok(ca: &str, url: &str, out: &Path, want: &str, timeout: Duration) -> D
 
 #[test]
 fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, ca, redis_port, mut redis) = setup("a ta\nb tb\nc tc\n");
     let d = dir.path();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let ca = write_file(d, "s.crt", &ck.cert.pem()).display().to_string();
-    write_file(d, "s.key", &ck.signing_key.serialize_pem());
-    write_file(d, "tokens.txt", "a ta\nb tb\nc tc\n");
-    write_file(d, "cluster.token", "cluster-s3cret\n");
-    let redis_port = free_port();
-    let mut redis = redis(redis_port);
     let mut rs: Vec<Replica> = (1..=3).map(|n| replica(d, n, redis_port)).collect();
 
     // Internal servers with a 1 MiB file of their own.
@@ -325,16 +334,8 @@ print("|".join(out))
 
 #[test]
 fn an_upgrade_reaches_the_id_through_a_replica_that_does_not_hold_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, ca, redis_port, _redis) = setup("ws tw\n");
     let d = dir.path();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let ca = write_file(d, "s.crt", &ck.cert.pem()).display().to_string();
-    write_file(d, "s.key", &ck.signing_key.serialize_pem());
-    write_file(d, "tokens.txt", "ws tw\n");
-    write_file(d, "cluster.token", "cluster-s3cret\n");
-    let redis_port = free_port();
-    let _redis = redis(redis_port);
     let rs: Vec<Replica> = (1..=2).map(|n| replica(d, n, redis_port)).collect();
     let internal = format!("http://127.0.0.1:{}", start_upgrade_echo());
     let _ws = client(&[&rs[0].url], &ca, "ws", "tw", &internal);

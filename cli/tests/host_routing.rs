@@ -97,22 +97,7 @@ fn a_host_under_the_domain_reaches_its_id_and_the_bare_domain_routes_by_path() {
 #[test]
 fn a_domain_that_is_not_a_name_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("s.crt").display().to_string();
-    let mut server = Proc::h2rev2(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--self-signed",
-            "--cert-out",
-            &cert,
-            "--allow-anonymous",
-            "--domain",
-            "tunnel.test/x",
-        ],
-        &[],
-    );
+    let mut server = anonymous_server(dir.path(), &["--domain", "tunnel.test/x"]);
     let status = server.wait_exit(Duration::from_secs(20));
     assert!(!status.success());
     assert!(

@@ -36,23 +36,9 @@ fn silent_backend() -> String {
 #[test]
 fn limit_flags_are_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("server.crt").display().to_string();
-    let mut server = Proc::h2rev2(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--self-signed",
-            "--cert-out",
-            &cert,
-            "--allow-anonymous",
-            "--handshake-timeout",
-            "1",
-            "--max-conns-per-ip",
-            "2",
-        ],
-        &[],
+    let mut server = anonymous_server(
+        dir.path(),
+        &["--handshake-timeout", "1", "--max-conns-per-ip", "2"],
     );
     let public = server.wait_value_after("Serving on https://", Duration::from_secs(20));
     let addr = public.trim_end_matches('/').to_string();

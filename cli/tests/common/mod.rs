@@ -462,6 +462,23 @@ impl PublicServer {
     }
 }
 
+/// `h2rev2 server --listen 127.0.0.1:0 --self-signed --allow-anonymous` with its
+/// certificate written to `dir/s.crt`, plus `extra`; started, not waited for.
+pub fn anonymous_server(dir: &Path, extra: &[&str]) -> Proc {
+    let cert = dir.join("s.crt").display().to_string();
+    let mut args = vec![
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--self-signed",
+        "--cert-out",
+        &cert,
+        "--allow-anonymous",
+    ];
+    args.extend_from_slice(extra);
+    Proc::h2rev2("server", &args, &[])
+}
+
 /// A CA made with rcgen, its certificate as PEM.
 pub struct TestCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
