@@ -354,3 +354,80 @@ fn an_upgrade_reaches_the_id_through_a_replica_that_does_not_hold_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// An internal server answering each request with the `X-Forwarded-For` it got; its
+/// port.
+fn start_forwarded_for_echo() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let xff = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("x-forwarded-for")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xff}",
+                    xff.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_forwarded_request_is_for_the_clients_address_not_the_replicas() {
+    let (dir, ca, redis_port, _redis) = setup("h th\n");
+    let d = dir.path();
+    let rs: Vec<Replica> = (1..=2).map(|n| replica(d, n, redis_port)).collect();
+    let internal = format!("http://127.0.0.1:{}", start_forwarded_for_echo());
+    let _h = client(&[&rs[0].url], &ca, "h", "th", &internal);
+    // The Client comes from 127.0.0.2; the replicas talk to each other from 127.0.0.1.
+    let get = |r: &Replica, extra: &[&str]| {
+        let url = format!("{}/proxy/h/who", r.url);
+        let mut args = vec!["--cacert", ca.as_str(), "--interface", "127.0.0.2"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    };
+    let (ok, body, err) = get(&rs[0], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(body, "127.0.0.2");
+    let start = Instant::now();
+    loop {
+        let (ok, body, err) = get(&rs[1], &[]);
+        if ok && body == "127.0.0.2" {
+            break;
+        }
+        // Until the registry tells replica 2 where `h` is (a moment at start).
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "through replica 2: {body:?} {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A Client cannot claim another address with the cluster's own header.
+    let forged = ["-H", "h2rev2-cluster-client: 192.0.2.9:1 https"];
+    let (_, body, _) = get(&rs[0], &forged);
+    assert_eq!(body, "127.0.0.2");
+    let (_, body, _) = get(&rs[1], &forged);
+    assert_eq!(body, "127.0.0.2");
+}

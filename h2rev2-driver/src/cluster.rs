@@ -87,6 +87,11 @@ impl ClusterConfig {
 pub const TOKEN_HEADER: &str = "h2rev2-cluster-token";
 /// Header of a forwarded request: the name of the replica that forwarded it.
 pub const HOP_HEADER: &str = "h2rev2-cluster-hop";
+/// Header of a forwarded request: the Client's address and scheme as the replica it
+/// reached saw them (`203.0.113.7:51746 https`), for the owner's `X-Forwarded-*` and
+/// its per-address limits. Believed only with a valid token; removed from every
+/// request otherwise.
+pub const CLIENT_HEADER: &str = "h2rev2-cluster-client";
 
 enum Msg {
     Up(DialerId),
@@ -109,8 +114,9 @@ pub(crate) struct Cluster {
 pub(crate) enum Hop {
     /// None: a Client's request.
     None,
-    /// Forwarded by a replica that knows the token.
-    Valid,
+    /// Forwarded by a replica that knows the token, for the Client it names (its
+    /// address, and whether it came over TLS), if it names one.
+    Valid(Option<(std::net::SocketAddr, bool)>),
     /// Cluster headers with a wrong token, or on a server outside any cluster.
     Invalid,
 }
@@ -172,6 +178,7 @@ impl Cluster {
     pub(crate) fn hop(cluster: Option<&Cluster>, headers: &mut HeaderMap) -> Hop {
         let token = headers.remove(TOKEN_HEADER);
         let hop = headers.remove(HOP_HEADER);
+        let client = headers.remove(CLIENT_HEADER);
         if token.is_none() && hop.is_none() {
             return Hop::None;
         }
@@ -179,7 +186,11 @@ impl Cluster {
             return Hop::Invalid;
         };
         if bool::from(token.as_bytes().ct_eq(cluster.config.token.as_bytes())) {
-            Hop::Valid
+            let client = client.and_then(|v| {
+                let (addr, scheme) = v.to_str().ok()?.split_once(' ')?;
+                Some((addr.parse().ok()?, scheme == "https"))
+            });
+            Hop::Valid(client)
         } else {
             Hop::Invalid
         }
@@ -192,6 +203,7 @@ impl Cluster {
         owner: &Owner,
         mut parts: http::request::Parts,
         body: UpstreamBody,
+        client: (std::net::SocketAddr, bool),
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ProxyBody> {
         let pq = parts
@@ -209,11 +221,12 @@ impl Cluster {
                 let h = parts.headers.get(http::header::HOST)?;
                 h.to_str().ok().map(str::to_string)
             });
-        let target = match (&host, owner.address.split_once("://")) {
-            (Some(h), Some((scheme, _))) => format!("{scheme}://{h}{pq}"),
-            _ => format!("{}{pq}", owner.address.trim_end_matches('/')),
+        let by_host = match (&host, owner.address.split_once("://")) {
+            (Some(h), Some((scheme, _))) => format!("{scheme}://{h}{pq}").parse().ok(),
+            _ => None,
         };
-        let Ok(uri) = target.parse::<http::Uri>() else {
+        let by_address = || format!("{}{pq}", owner.address.trim_end_matches('/')).parse();
+        let Some(uri) = by_host.or_else(|| by_address().ok()) else {
             warn!(owner = %owner.address, "a replica's address is not a URL");
             return text(
                 StatusCode::BAD_GATEWAY,
@@ -229,6 +242,13 @@ impl Cluster {
         );
         if let Ok(v) = HeaderValue::from_str(&self.config.registry.replica) {
             parts.headers.insert(HeaderName::from_static(HOP_HEADER), v);
+        }
+        let (addr, tls) = client;
+        let scheme = if tls { "https" } else { "http" };
+        if let Ok(v) = HeaderValue::from_str(&format!("{addr} {scheme}")) {
+            parts
+                .headers
+                .insert(HeaderName::from_static(CLIENT_HEADER), v);
         }
         if let (Some(protocol), Some(client)) = (upgrade, client_upgrade) {
             return self

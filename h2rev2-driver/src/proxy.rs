@@ -659,6 +659,7 @@ async fn forward_inner(
     };
     let (mut parts, body) = req.into_parts();
     let cluster = server.inner.cluster.get().cloned();
+    let (mut peer, mut tls) = (peer, tls);
     match crate::cluster::Cluster::hop(cluster.as_deref(), &mut parts.headers) {
         crate::cluster::Hop::Invalid => {
             return text(
@@ -667,8 +668,13 @@ async fn forward_inner(
             );
         }
         // Forwarded by the replica the Client reached, which checked its credentials;
-        // served from local sessions only.
-        crate::cluster::Hop::Valid => {}
+        // served from local sessions only, for the Client's address (its
+        // `X-Forwarded-For` and its share of the id's requests).
+        crate::cluster::Hop::Valid(client) => {
+            if let Some((addr, https)) = client {
+                (peer, tls) = (addr, https);
+            }
+        }
         crate::cluster::Hop::None => {
             if let Some(refused) = refuse_caller(server, &id, peer, &identities, &mut parts.headers)
             {
@@ -678,7 +684,10 @@ async fn forward_inner(
                 match c.route(&id).await {
                     h2rev2_proto::cluster::Route::Remote(owner) => {
                         debug!(%id, replica = %owner.replica, "forwarding to the replica that holds the id");
-                        return c.forward(&id, &owner, parts, body, client_upgrade).await;
+                        let client = (peer, tls);
+                        return c
+                            .forward(&id, &owner, parts, body, client, client_upgrade)
+                            .await;
                     }
                     h2rev2_proto::cluster::Route::Unavailable => {
                         server.metrics().upstream_error("cluster_unavailable");
