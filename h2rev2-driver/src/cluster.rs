@@ -4,8 +4,9 @@
 //! proxied request for an id held elsewhere to the replica that holds it, over one
 //! long-lived HTTP/2 connection per peer, authenticated by the cluster token.
 //!
-//! A forwarded request carries `h2rev2-cluster-token` and `h2rev2-cluster-hop` (the
-//! sending replica's name). The receiving replica checks the token (`403` otherwise),
+//! A forwarded request carries `h2rev2-cluster-token`, `h2rev2-cluster-hop` (the
+//! sending replica's name) and `h2rev2-cluster-client` (the Client's address and
+//! scheme, for the owner's `X-Forwarded-*` and per-address limits). The receiving replica checks the token (`403` otherwise),
 //! serves the request only from its own sessions (a request is forwarded at most once),
 //! and does not check the Client's credentials again: the replica the Client reached
 //! did, with the same rules. A request that switches protocols (`Upgrade`) goes over
