@@ -259,22 +259,17 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
 /// An internal server that switches every request to an echo of raw bytes
 /// (`101 Switching Protocols`, like a WebSocket server would); its port.
 fn start_upgrade_echo() -> u16 {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let Some(head) = read_head(&mut s) else {
+                    return;
+                };
+                let head = head.to_ascii_lowercase();
                 if !head.contains("upgrade: echo") {
                     let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
                     return;
@@ -358,22 +353,16 @@ fn an_upgrade_reaches_the_id_through_a_replica_that_does_not_hold_it() {
 /// An internal server answering each request with the `X-Forwarded-For` it got; its
 /// port.
 fn start_forwarded_for_echo() -> u16 {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_string();
+                let Some(head) = read_head(&mut s) else {
+                    return;
+                };
                 let xff = head
                     .lines()
                     .find_map(|l| {

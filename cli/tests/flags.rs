@@ -11,21 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The arguments of a client of `server` registering `id` and proxying to `internal`.
-fn client_args<'a>(server: &'a PublicServer, id: &'a str, internal: &'a str) -> Vec<&'a str> {
-    vec![
-        "client",
-        "--server",
-        &server.url,
-        "--ca",
-        &server.cert,
-        "--id",
-        id,
-        "--proxy-host",
-        internal,
-    ]
-}
-
 #[test]
 fn a_listener_certificate_registers_the_id_it_names_and_no_other() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,7 +30,7 @@ fn a_listener_certificate_registers_the_id_it_names_and_no_other() {
     let internal = format!("http://127.0.0.1:{}", start_http());
 
     // A certificate naming `web` registers `web` without a token.
-    let mut args = client_args(&server, "web", &internal);
+    let mut args = server.client_args("web", &internal);
     args.extend(["--cert", &web_crt, "--key", &web_key]);
     let mut web = Proc::h2rev2("client web", &args, &[]);
     web.wait_for("Serving on Reverse connection", Duration::from_secs(20));
@@ -58,7 +43,7 @@ fn a_listener_certificate_registers_the_id_it_names_and_no_other() {
     assert_eq!(body, "internal ok /hello\n");
 
     // The same certificate does not register `db`: 403, and the client gives up (exit 4).
-    let mut args = client_args(&server, "db", &internal);
+    let mut args = server.client_args("db", &internal);
     args.extend(["--cert", &web_crt, "--key", &web_key, "--max-attempts", "1"]);
     let mut db = Proc::h2rev2("client db", &args, &[]);
     let status = db.wait_exit(Duration::from_secs(20));
@@ -66,7 +51,7 @@ fn a_listener_certificate_registers_the_id_it_names_and_no_other() {
     assert!(db.stderr().contains("HTTP 403"), "stderr: {}", db.stderr());
 
     // A certificate naming `web` from another CA fails the TLS handshake.
-    let mut args = client_args(&server, "web", &internal);
+    let mut args = server.client_args("web", &internal);
     args.extend([
         "--cert",
         &rogue_crt,
@@ -132,7 +117,7 @@ fn base_path_moves_every_route_on_both_sides() {
     let internal = format!("http://127.0.0.1:{}", start_http());
 
     // The base as a flag of the client...
-    let mut args = client_args(&server, "web", &internal);
+    let mut args = server.client_args("web", &internal);
     args.extend(["--base-path", "/tun"]);
     let mut web = Proc::h2rev2("client web", &args, &[("H2REV2_TOKEN", "s3cret")]);
     web.wait_for("Serving on Reverse connection", Duration::from_secs(20));
@@ -174,7 +159,7 @@ fn base_path_moves_every_route_on_both_sides() {
     assert_eq!(code, "404");
 
     // A client whose two spellings of the base disagree is a usage error.
-    let mut args = client_args(&server, "web", &internal);
+    let mut args = server.client_args("web", &internal);
     args[2] = &with_path;
     args.extend(["--base-path", "/other"]);
     let mut bad = Proc::h2rev2("client bad", &args, &[("H2REV2_TOKEN", "s3cret")]);
@@ -224,7 +209,7 @@ fn preserve_host_forwards_the_clients_host_header() {
     let server = PublicServer::start("kept s3cret\nplain t0ken\n", &[]);
     let port = start_host_echo();
     let internal = format!("http://127.0.0.1:{port}");
-    let mut args = client_args(&server, "kept", &internal);
+    let mut args = server.client_args("kept", &internal);
     args.push("--preserve-host");
     let mut kept = Proc::h2rev2("client kept", &args, &[("H2REV2_TOKEN", "s3cret")]);
     kept.wait_for("Serving on Reverse connection", Duration::from_secs(20));

@@ -90,19 +90,8 @@ fn log_format_json_from_the_config_file() {
 fn a_refused_client_logs_the_refusal_once_not_on_every_retry() {
     let server = PublicServer::start("web right\n", &[]);
     let internal = format!("http://127.0.0.1:{}", start_http());
-    let args = [
-        "client",
-        "--server",
-        &server.url,
-        "--ca",
-        &server.cert,
-        "--id",
-        "web",
-        "--proxy-host",
-        &internal,
-        "--max-backoff",
-        "1",
-    ];
+    let mut args = server.client_args("web", &internal);
+    args.extend(["--max-backoff", "1"]);
     let env = [("H2REV2_TOKEN", "wrong"), ("RUST_LOG", "debug")];
     let mut client = Proc::h2rev2("client", &args, &env);
     // At most 1 s between attempts: 5 s make several.

@@ -214,14 +214,7 @@ impl Cluster {
             .unwrap_or_else(|| "/".into());
         // The owner routes the request as this replica did: by the host name the
         // Client named (host routing) when it named one, else by the path.
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                let h = parts.headers.get(http::header::HOST)?;
-                h.to_str().ok().map(str::to_string)
-            });
+        let host = crate::proxy::request_host(&parts.uri, &parts.headers, None).map(str::to_string);
         let by_host = match (&host, owner.address.split_once("://")) {
             (Some(h), Some((scheme, _))) => format!("{scheme}://{h}{pq}").parse().ok(),
             _ => None,

@@ -994,18 +994,14 @@ async fn handle_http1(
 
 /// The host name a request names: its `:authority` (HTTP/2, or an absolute URL),
 /// else its `Host` header, else the TLS server name of its connection.
-pub(crate) fn request_host<'a, B>(
-    req: &'a Request<B>,
+pub(crate) fn request_host<'a>(
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
     server_name: Option<&'a str>,
 ) -> Option<&'a str> {
-    req.uri()
-        .authority()
+    uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .or(server_name)
 }
 
@@ -1023,7 +1019,7 @@ where
     B::Error: Into<BoxError>,
 {
     let route = server.config().routes.route_with_host(
-        request_host(&req, server_name),
+        request_host(req.uri(), req.headers(), server_name),
         req.uri().path(),
         req.uri().query(),
     );

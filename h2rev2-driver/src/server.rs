@@ -747,7 +747,7 @@ impl Server {
             server_name,
         } = meta;
         let route = self.config().routes.route_with_host(
-            crate::proxy::request_host(&req, server_name),
+            crate::proxy::request_host(req.uri(), req.headers(), server_name),
             req.uri().path(),
             req.uri().query(),
         );

@@ -345,15 +345,9 @@ pub fn start_http_named(name: &str) -> u16 {
             let name = name.clone();
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf);
+                let Some(head) = read_head(&mut s) else {
+                    return;
+                };
                 let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
                 let body = format!("{name} {path}\n");
                 let _ = write!(
@@ -365,6 +359,20 @@ pub fn start_http_named(name: &str) -> u16 {
         }
     });
     port
+}
+
+/// Reads a request's head (through the blank line, and nothing after it: an
+/// upgraded connection's bytes stay unread); `None` if the connection ends first.
+pub fn read_head(s: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// A TCP echo server on 127.0.0.1; returns its port.
@@ -441,9 +449,10 @@ impl PublicServer {
         self.client_env(id, token, internal, &[])
     }
 
-    /// The same with `env` added to the client's environment.
-    pub fn client_env(&self, id: &str, token: &str, internal: &str, env: &[(&str, &str)]) -> Proc {
-        let args = [
+    /// The arguments of a client of this server registering `id` and proxying to
+    /// `internal`.
+    pub fn client_args<'a>(&'a self, id: &'a str, internal: &'a str) -> Vec<&'a str> {
+        vec![
             "client",
             "--server",
             &self.url,
@@ -453,7 +462,12 @@ impl PublicServer {
             id,
             "--proxy-host",
             internal,
-        ];
+        ]
+    }
+
+    /// The same with `env` added to the client's environment.
+    pub fn client_env(&self, id: &str, token: &str, internal: &str, env: &[(&str, &str)]) -> Proc {
+        let args = self.client_args(id, internal);
         let mut env = env.to_vec();
         env.push(("H2REV2_TOKEN", token));
         let mut c = Proc::h2rev2(&format!("client {id}"), &args, &env);
