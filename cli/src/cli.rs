@@ -275,6 +275,13 @@ pub struct ServerArgs {
         help_heading = "Limits"
     )]
     pub grace: u64,
+    /// Seconds between Ctrl-C/SIGTERM and the stop: /readyz answers 503 (a load
+    /// balancer takes the server out), Listeners are told it is going away and open a
+    /// new session elsewhere while their session here serves on, new sessions are
+    /// refused; then connections get --grace to finish. Default: 2 in a cluster
+    /// (--cluster-redis), else 0.
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub drain_delay: Option<u64>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// `--log-format`.

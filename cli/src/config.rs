@@ -257,6 +257,7 @@ settings! {
         dialer_key: String => routes.dialer_key;
         dial_timeout: u64 => dial_timeout;
         grace: u64 => grace;
+        drain_delay: Option<u64> => drain_delay;
         max_sessions: usize => limits.max_sessions;
         max_sessions_per_id: usize => limits.max_sessions_per_id;
         max_pending_dials: usize => limits.max_pending_dials;

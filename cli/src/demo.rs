@@ -175,7 +175,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     drop(stdout);
 
     let serving = tokio::spawn(client::serve(listeners, plan.service));
-    let result = running.until_signal(Duration::from_secs(1)).await;
+    let result = running
+        .until_signal(Duration::ZERO, Duration::from_secs(1))
+        .await;
     serving.abort();
     drop(dir);
     result

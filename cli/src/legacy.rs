@@ -70,7 +70,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
         };
         server::start(plan)
             .await?
-            .until_signal(Duration::from_secs(5))
+            .until_signal(Duration::ZERO, Duration::from_secs(5))
             .await
     } else {
         let Some(cert) = &args.cert else {

@@ -445,9 +445,10 @@ pub async fn start(plan: ServerPlan) -> Result<Running, CliError> {
 }
 
 impl Running {
-    /// Serves until SIGINT/SIGTERM, then shuts down within `grace` (a second signal
-    /// quits at once).
-    pub async fn until_signal(mut self, grace: Duration) -> Result<(), CliError> {
+    /// Serves until SIGINT/SIGTERM, then goes away for `drain` (not ready; Listeners
+    /// told to move; serving on) and shuts down within `grace` (a second signal quits
+    /// at once).
+    pub async fn until_signal(mut self, drain: Duration, grace: Duration) -> Result<(), CliError> {
         let sig = tokio::select! {
             r = &mut self.serve => {
                 let why = match r {
@@ -460,12 +461,24 @@ impl Running {
             sig = signal::wait() => sig,
         };
         self.ready.store(false, Relaxed);
-        info!(
-            "received {sig}: shutting down (up to {}s; send it again to quit now)",
-            grace.as_secs()
-        );
+        let stop = async {
+            if !drain.is_zero() {
+                info!(
+                    "received {sig}: going away; serving {}s more while Listeners move \
+                     (send it again to quit now)",
+                    drain.as_secs()
+                );
+                self.server.go_away();
+                tokio::time::sleep(drain).await;
+            }
+            info!(
+                "shutting down (up to {}s; send the signal again to quit now)",
+                grace.as_secs()
+            );
+            self.server.shutdown(grace).await;
+        };
         tokio::select! {
-            _ = self.server.shutdown(grace) => info!("shut down"),
+            _ = stop => info!("shut down"),
             sig = signal::wait() => info!("received {sig} again: quitting now"),
         }
         Ok(())
@@ -475,8 +488,10 @@ impl Running {
 /// `h2rev2 server`.
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let grace = Duration::from_secs(args.grace);
+    let in_cluster = args.cluster.cluster_redis.is_some();
+    let drain = Duration::from_secs(args.drain_delay.unwrap_or(if in_cluster { 2 } else { 0 }));
     let plan = plan(&args)?;
     let running = start(plan).await?;
     crate::reload::spawn(running.live.clone(), args);
-    running.until_signal(grace).await
+    running.until_signal(drain, grace).await
 }

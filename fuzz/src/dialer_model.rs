@@ -123,6 +123,8 @@ pub enum Op {
         /// Which (modulo [`CONNS`]).
         conn: u8,
     },
+    /// The server is going away ([`Dialer::go_away`]).
+    GoAway,
     /// Time passes, then the timers fire.
     Advance {
         /// Milliseconds.
@@ -210,6 +212,8 @@ struct Model {
     next_dial: u64,
     /// The actions of the current operation, not yet matched.
     actions: VecDeque<Action>,
+    /// [`Op::GoAway`] happened: new sessions are refused with 503.
+    going_away: bool,
 }
 
 impl ConfigChoice {
@@ -264,6 +268,7 @@ pub fn check(input: &Input) {
         next_stream: 1,
         next_dial: 1,
         actions: VecDeque::new(),
+        going_away: false,
     };
     let mut d = Dialer::new(config, input.seed);
     for op in &input.ops {
@@ -437,6 +442,28 @@ impl Model {
                 for key in keys {
                     self.close_session(key, false);
                 }
+            }
+            Op::GoAway => {
+                d.go_away();
+                self.actions.extend(std::iter::from_fn(|| d.poll_action()));
+                if !self.going_away {
+                    // Each live session's control stream is told, once.
+                    let mut told: Vec<StreamId> = Vec::new();
+                    while let Some(a) = self.actions.pop_front() {
+                        match a {
+                            Action::SendControl { stream, data } => {
+                                assert_eq!(data, ControlMessage::going_away().to_bytes());
+                                told.push(stream);
+                            }
+                            other => panic!("go_away: unexpected {other:?}"),
+                        }
+                    }
+                    let mut want: Vec<StreamId> = self.sessions.iter().map(|s| s.control).collect();
+                    told.sort();
+                    want.sort();
+                    assert_eq!(told, want, "going-away goes to every session");
+                }
+                self.going_away = true;
             }
             Op::Advance { ms } => self.advance(d, Duration::from_millis(ms.into())),
         }
@@ -664,6 +691,9 @@ impl Model {
         principal: Principal,
         explicit: bool,
     ) {
+        if self.going_away {
+            return self.expect_reject(stream, 503);
+        }
         let live = self.of_id(id);
         let mut replace = false;
         if !live.is_empty() {

@@ -215,6 +215,11 @@ pub fn check(input: &Input) {
                     }
                 }
                 Action::Disconnect { .. } => {}
+                Action::GoingAway => {
+                    // Only from the server's own words, on a live session.
+                    assert!(matches!(op, Op::RawControl(_)), "GoingAway after {op:?}");
+                    assert!(up, "GoingAway while {after:?}");
+                }
                 Action::Up => {
                     assert!(matches!(after, State::Up { .. }));
                     up = true;

@@ -93,8 +93,19 @@ pub const HOP_HEADER: &str = "h2rev2-cluster-hop";
 /// its per-address limits. Believed only with a valid token; removed from every
 /// request otherwise.
 pub const CLIENT_HEADER: &str = "h2rev2-cluster-client";
+/// Header of the answer to a forwarded request when the replica holds no session of
+/// the id (any more): the forwarding replica then tries another holder.
+pub const MISS_HEADER: &str = "h2rev2-cluster-miss";
+
+fn empty_body() -> UpstreamBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 enum Msg {
+    Leave(oneshot::Sender<()>),
+    Unreachable(DialerId, Owner),
     Up(DialerId),
     Down(DialerId),
     Route(DialerId, oneshot::Sender<Route>),
@@ -197,11 +208,15 @@ impl Cluster {
         }
     }
 
-    /// Forwards a Client's request to `owner`; its response, or a short error.
+    /// Forwards a Client's request to a replica that holds `id`, trying `owners` in
+    /// order: the next one is tried when a replica cannot be reached, when its
+    /// connection fails before the request went out, or, for a request without a body
+    /// (which can be sent again), when the request was lost with the connection or the
+    /// replica no longer holds a session of the id. Its response, or a short error.
     pub(crate) async fn forward(
         &self,
         id: &DialerId,
-        owner: &Owner,
+        owners: Vec<Owner>,
         mut parts: http::request::Parts,
         body: UpstreamBody,
         client: (std::net::SocketAddr, bool),
@@ -215,18 +230,6 @@ impl Cluster {
         // The owner routes the request as this replica did: by the host name the
         // Client named (host routing) when it named one, else by the path.
         let host = crate::proxy::request_host(&parts.uri, &parts.headers, None).map(str::to_string);
-        let by_host = match (&host, owner.address.split_once("://")) {
-            (Some(h), Some((scheme, _))) => format!("{scheme}://{h}{pq}").parse().ok(),
-            _ => None,
-        };
-        let by_address = || format!("{}{pq}", owner.address.trim_end_matches('/')).parse();
-        let Some(uri) = by_host.or_else(|| by_address().ok()) else {
-            warn!(owner = %owner.address, "a replica's address is not a URL");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                "h2rev2: cluster peer unusable\n".into(),
-            );
-        };
         let upgrade =
             crate::proxy::strip_hop_by_hop(&mut parts.headers).filter(|_| client_upgrade.is_some());
         parts.headers.remove(http::header::HOST);
@@ -244,44 +247,97 @@ impl Cluster {
                 .headers
                 .insert(HeaderName::from_static(CLIENT_HEADER), v);
         }
+        let uri_for = |owner: &Owner| -> Option<http::Uri> {
+            let by_host = match (&host, owner.address.split_once("://")) {
+                (Some(h), Some((scheme, _))) => format!("{scheme}://{h}{pq}").parse().ok(),
+                _ => None,
+            };
+            by_host.or_else(|| {
+                format!("{}{pq}", owner.address.trim_end_matches('/'))
+                    .parse()
+                    .ok()
+            })
+        };
         if let (Some(protocol), Some(client)) = (upgrade, client_upgrade) {
             return self
-                .forward_upgrade(id, owner, parts, body, uri, protocol, client)
+                .forward_upgrade(id, &owners, parts, body, &uri_for, protocol, client)
                 .await;
         }
-        parts.uri = uri;
-        parts.version = http::Version::HTTP_2;
-        let req = Request::from_parts(parts, body);
-        let mut send = match self.peer(&owner.address).await {
-            Ok(s) => s,
-            Err(e) => {
-                info!(owner = %owner.address, error = %e, "cannot reach the replica that holds the id");
-                // Ask the store again next time: the id may have moved.
-                let _ = self.tx.send(Msg::Changed(Some(cluster::key(id))));
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    "h2rev2: the replica that holds this id could not be reached\n".into(),
-                );
+        // A request without a body can be sent again as it is.
+        let resendable = hyper::body::Body::is_end_stream(&body);
+        let mut body = Some(body);
+        let last = owners.len().saturating_sub(1);
+        for (n, owner) in owners.iter().enumerate() {
+            let Some(uri) = uri_for(owner) else {
+                warn!(owner = %owner.address, "a replica's address is not a URL");
+                continue;
+            };
+            let mut send = match self.peer(&owner.address).await {
+                Ok(s) => s,
+                Err(e) => {
+                    info!(%id, owner = %owner.address, error = %e, "cannot reach a replica that holds the id");
+                    self.unreachable(id, owner);
+                    continue;
+                }
+            };
+            let mut req = Request::new(body.take().unwrap_or_else(empty_body));
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri;
+            *req.version_mut() = http::Version::HTTP_2;
+            *req.headers_mut() = parts.headers.clone();
+            match send.try_send_request(req).await {
+                Ok(resp) => {
+                    if resp.headers().contains_key(MISS_HEADER) {
+                        // The replica's session ended since it registered the id.
+                        self.unreachable(id, owner);
+                        if resendable && n < last {
+                            debug!(%id, owner = %owner.address, "the replica no longer holds the id: trying the next");
+                            continue;
+                        }
+                    }
+                    let (mut parts, body) = resp.into_parts();
+                    parts.headers.remove(MISS_HEADER);
+                    crate::proxy::strip_hop_by_hop(&mut parts.headers);
+                    return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
+                }
+                Err(mut e) => {
+                    info!(%id, owner = %owner.address, error = %e.error(), "forwarding to a replica failed");
+                    self.unreachable(id, owner);
+                    self.peers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&owner.address);
+                    if let Some(unsent) = e.take_message() {
+                        body = Some(unsent.into_body());
+                        continue;
+                    }
+                    if !resendable {
+                        return text(
+                            StatusCode::BAD_GATEWAY,
+                            "h2rev2: the replica that holds this id failed to answer\n".into(),
+                        );
+                    }
+                }
             }
-        };
-        match send.send_request(req).await {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                crate::proxy::strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body.map_err(BoxError::from).boxed())
-            }
-            Err(e) => {
-                info!(owner = %owner.address, error = %e, "forwarding to a replica failed");
-                let _ = self.tx.send(Msg::Changed(Some(cluster::key(id))));
-                self.peers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&owner.address);
-                text(
-                    StatusCode::BAD_GATEWAY,
-                    "h2rev2: the replica that holds this id failed to answer\n".into(),
-                )
-            }
+        }
+        text(
+            StatusCode::BAD_GATEWAY,
+            "h2rev2: no replica that holds this id could be reached\n".into(),
+        )
+    }
+
+    /// Tells the registry that `owner` failed a forward of `id`.
+    fn unreachable(&self, id: &DialerId, owner: &Owner) {
+        let _ = self.tx.send(Msg::Unreachable(id.clone(), owner.clone()));
+    }
+
+    /// This replica is going away: its registrations are removed from the store, so
+    /// that other replicas send requests to the other holders; returns once the
+    /// store answered (bounded by [`ClusterConfig::op_timeout`]).
+    pub(crate) async fn leave(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Leave(reply)).is_ok() {
+            let _ = self.rt.timeout(self.config.op_timeout, rx).await;
         }
     }
 
@@ -292,32 +348,48 @@ impl Cluster {
     async fn forward_upgrade(
         &self,
         id: &DialerId,
-        owner: &Owner,
+        owners: &[Owner],
         mut parts: http::request::Parts,
         body: UpstreamBody,
-        uri: http::Uri,
+        uri_for: &(dyn Fn(&Owner) -> Option<http::Uri> + Sync),
         protocol: HeaderValue,
         client: hyper::upgrade::OnUpgrade,
     ) -> Response<ProxyBody> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| {
-            info!(owner = %owner.address, error = %e, "forwarding an upgrade to a replica: {what}");
-            let _ = self.tx.send(Msg::Changed(Some(cluster::key(id))));
+        let failed = |owner: &Owner, what: &str, e: &dyn std::fmt::Display| {
+            info!(%id, owner = %owner.address, error = %e, "forwarding an upgrade to a replica: {what}");
+            self.unreachable(id, owner);
             text(
                 StatusCode::BAD_GATEWAY,
                 "h2rev2: the replica that holds this id could not be reached\n".into(),
             )
         };
-        let io = match self
-            .dial_peer(&owner.address, h2rev2_tls::ALPN_HTTP11)
-            .await
-        {
-            Ok(io) => io,
-            Err(e) => return failed("cannot connect", &e),
+        // The first holder that takes a connection (nothing was sent before that).
+        let mut connected = None;
+        for owner in owners {
+            let Some(uri) = uri_for(owner) else { continue };
+            match self
+                .dial_peer(&owner.address, h2rev2_tls::ALPN_HTTP11)
+                .await
+            {
+                Ok(io) => {
+                    connected = Some((owner, uri, io));
+                    break;
+                }
+                Err(e) => {
+                    failed(owner, "cannot connect", &e);
+                }
+            }
+        }
+        let Some((owner, uri, io)) = connected else {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "h2rev2: no replica that holds this id could be reached\n".into(),
+            );
         };
         let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io));
         let (mut send, conn) = match handshake.await {
             Ok(x) => x,
-            Err(e) => return failed("HTTP/1.1 handshake", &e),
+            Err(e) => return failed(owner, "HTTP/1.1 handshake", &e),
         };
         self.rt.spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -340,7 +412,7 @@ impl Cluster {
         parts.version = http::Version::HTTP_11;
         let mut resp = match send.send_request(Request::from_parts(parts, body)).await {
             Ok(r) => r,
-            Err(e) => return failed("no answer", &e),
+            Err(e) => return failed(owner, "no answer", &e),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream = hyper::upgrade::on(&mut resp);
@@ -435,6 +507,7 @@ async fn run(
     let mut deadline = crate::runtime::Deadline::new(rt.clone());
     let mut waiting: HashMap<DialerId, Vec<oneshot::Sender<Route>>> = HashMap::new();
     let mut was_healthy = true;
+    let mut leaving: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let sleep = deadline.until(registry.poll_timeout());
         tokio::select! {
@@ -443,6 +516,11 @@ async fn run(
                 match msg {
                     None => return,
                     Some(Msg::Up(id)) => registry.session_up(now, &id),
+                    Some(Msg::Leave(reply)) => {
+                        registry.leave();
+                        leaving.push(reply);
+                    }
+                    Some(Msg::Unreachable(id, owner)) => registry.unreachable(now, &id, &owner),
                     Some(Msg::Down(id)) => registry.session_down(&id),
                     Some(Msg::Route(id, reply)) => match registry.route(now, &id) {
                         Route::Pending => waiting.entry(id).or_default().push(reply),
@@ -467,6 +545,11 @@ async fn run(
                     .unwrap_or(Outcome::Failed);
                 let _ = tx.send(Msg::Result(n, out));
             });
+        }
+        if !registry.busy() {
+            for reply in leaving.drain(..) {
+                let _ = reply.send(());
+            }
         }
         while let Some((id, route)) = registry.poll_lookup() {
             for reply in waiting.remove(&id).unwrap_or_default() {

@@ -189,7 +189,9 @@ pub enum Status {
 /// [`Listener::incoming`] is the same as a `Stream`.
 pub struct Listener {
     accept: async_channel::Receiver<RevConn>,
-    close: mpsc::UnboundedSender<Internal>,
+    /// Set once [`Listener::close`] was called; every driver of this Listener (a
+    /// session's successor too) watches it.
+    stop: watch::Sender<bool>,
     status: watch::Receiver<Status>,
 }
 
@@ -213,26 +215,20 @@ impl Listener {
         // Accepted conns wait here while the application is not accepting; beyond
         // that the public server's dials wait (backpressure).
         let (accept_tx, accept) = async_channel::bounded(64);
-        let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(Status::Down(None));
-        let seed = fastrand::u64(..);
-        let driver = Driver {
-            down_log: DownLog::default(),
-            machine: Machine::new(opts.machine.clone(), seed),
+        let (stop, stopped) = watch::channel(false);
+        Driver::start(Shared {
             opts,
-            tx: tx.clone(),
-            generation: 0,
-            h2: None,
-            control: None,
             accept_tx,
-            status: status_tx,
-            rt: rt.clone(),
+            status: Arc::new(status_tx),
+            stop: stopped,
+            up: Default::default(),
+            rt,
             connector,
-        };
-        rt.spawn(driver.run(rx));
+        });
         Ok(Listener {
             accept,
-            close: tx,
+            stop,
             status,
         })
     }
@@ -295,7 +291,7 @@ impl Listener {
     /// Stops for good: the session ends and `accept` fails. Conns already accepted
     /// live on until their connection closes.
     pub fn close(&self) {
-        let _ = self.close.send(Internal::Close);
+        self.stop.send_replace(true);
     }
 }
 
@@ -383,6 +379,24 @@ impl DownLog {
     }
 }
 
+/// What every driver of one [`Listener`] shares: a session's successor is started
+/// with a clone.
+#[derive(Clone)]
+struct Shared {
+    opts: ListenerOptions,
+    accept_tx: async_channel::Sender<RevConn>,
+    status: Arc<watch::Sender<Status>>,
+    stop: watch::Receiver<bool>,
+    /// Sessions up among the drivers: the Listener is down only when none is.
+    up: Arc<std::sync::atomic::AtomicUsize>,
+    rt: Rt,
+    connector: Arc<dyn Connect>,
+}
+
+/// One session's driver: connects, reconnects, carries out the core machine's
+/// actions. When the public server is going away it starts a successor (a new driver
+/// with a new session) and retires: it serves on until its session ends, then stops
+/// instead of reconnecting (make before break).
 struct Driver {
     down_log: DownLog,
     machine: Machine,
@@ -391,15 +405,46 @@ struct Driver {
     generation: u64,
     h2: Option<SendRequest<Bytes>>,
     control: Option<SendStream<Bytes>>,
+    shared: Shared,
     accept_tx: async_channel::Sender<RevConn>,
-    status: watch::Sender<Status>,
+    /// A successor took over: no reconnecting.
+    retiring: bool,
+    /// Whether its session is up and counted in [`Shared::up`].
+    counted: bool,
     rt: Rt,
     connector: Arc<dyn Connect>,
 }
 
 impl Driver {
+    fn start(shared: Shared) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seed = fastrand::u64(..);
+        let driver = Driver {
+            down_log: DownLog::default(),
+            machine: Machine::new(shared.opts.machine.clone(), seed),
+            opts: shared.opts.clone(),
+            tx,
+            generation: 0,
+            h2: None,
+            control: None,
+            accept_tx: shared.accept_tx.clone(),
+            retiring: false,
+            counted: false,
+            rt: shared.rt.clone(),
+            connector: shared.connector.clone(),
+            shared: shared.clone(),
+        };
+        shared.rt.spawn(driver.run(rx));
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Internal>) {
-        self.drain();
+        let mut stop = self.shared.stop.clone();
+        if *stop.borrow_and_update() {
+            self.on_internal(Internal::Close);
+        }
+        if !self.drain() {
+            return;
+        }
         let mut deadline = crate::runtime::Deadline::new(self.rt.clone());
         loop {
             let sleep = deadline.until(self.machine.poll_timeout());
@@ -408,12 +453,28 @@ impl Driver {
                     Some(m) => self.on_internal(m),
                     None => return,
                 },
+                changed = stop.changed() => {
+                    // The Listener was closed, or dropped (the sender is gone).
+                    if changed.is_err() || *stop.borrow_and_update() {
+                        self.on_internal(Internal::Close);
+                    }
+                }
                 _ = sleep => self.machine.handle_timeout(self.rt.now()),
             }
             if !self.drain() {
                 return;
             }
         }
+    }
+
+    /// Its session ended: uncounted; whether another driver's session is up (the
+    /// predecessor or successor of this one).
+    fn session_ended(&mut self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if std::mem::take(&mut self.counted) {
+            self.shared.up.fetch_sub(1, SeqCst);
+        }
+        self.shared.up.load(SeqCst) > 0
     }
 
     fn on_internal(&mut self, msg: Internal) {
@@ -478,6 +539,12 @@ impl Driver {
     fn drain(&mut self) -> bool {
         while let Some(action) = self.machine.poll_action() {
             match action {
+                Action::Connect if self.retiring => {
+                    // Its successor holds the Listener's session now.
+                    self.session_ended();
+                    self.teardown();
+                    return false;
+                }
                 Action::Connect => {
                     self.teardown();
                     self.generation += 1;
@@ -568,15 +635,41 @@ impl Driver {
                     self.teardown();
                 }
                 Action::Up => {
+                    if !std::mem::replace(&mut self.counted, true) {
+                        self.shared
+                            .up
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     let failed = self.down_log.up();
                     if failed > 0 {
                         info!(id = %self.opts.machine.id, url = %self.opts.url, failed_attempts = failed, "Serving on Reverse connection (after {failed} failed attempts)");
                     } else {
                         info!(id = %self.opts.machine.id, url = %self.opts.url, "Serving on Reverse connection");
                     }
-                    let _ = self.status.send(Status::Up);
+                    let _ = self.shared.status.send(Status::Up);
+                }
+                Action::GoingAway if self.retiring => {}
+                Action::GoingAway => {
+                    info!(id = %self.opts.machine.id, url = %self.opts.url, "the public server is going away: opening a new session; this one serves until the server ends it");
+                    self.retiring = true;
+                    Driver::start(self.shared.clone());
+                }
+                Action::Down { reason, .. } if self.retiring => {
+                    debug!(id = %self.opts.machine.id, "the session of a server that went away ended: {reason}");
+                    if !self.session_ended() {
+                        let _ = self.shared.status.send(Status::Down(Some(reason)));
+                    }
+                    self.teardown();
+                    return false;
                 }
                 Action::Down { reason, retry_in } => {
+                    if self.session_ended() {
+                        // A successor not up yet while its predecessor still serves:
+                        // no outage.
+                        let next = format!("{:.1} s", retry_in.as_secs_f64());
+                        info!(id = %self.opts.machine.id, "the new session is not up yet: {reason}; next attempt in {next} (the old one serves meanwhile)");
+                        continue;
+                    }
                     let id = &self.opts.machine.id;
                     let next = format!("{:.1} s", retry_in.as_secs_f64());
                     match self.down_log.down(self.rt.now(), &reason.to_string()) {
@@ -590,13 +683,14 @@ impl Driver {
                             debug!(%id, "reverse connection still down: {reason} (attempt {} of this kind); next attempt in {next}", same_since + 1);
                         }
                     }
-                    let _ = self.status.send(Status::Down(Some(reason)));
+                    let _ = self.shared.status.send(Status::Down(Some(reason)));
                 }
                 Action::Closed { reason } => {
                     info!("Listener closed: {reason}");
                     // Ends the session; accepted conns finish on their connection.
                     self.teardown();
-                    let _ = self.status.send(Status::Closed(reason));
+                    self.session_ended();
+                    let _ = self.shared.status.send(Status::Closed(reason));
                     return false;
                 }
             }

@@ -636,6 +636,20 @@ fn dial_kind(d: &DialError) -> &'static str {
     crate::metrics::DIAL_ERROR_KINDS[i]
 }
 
+/// The answer to a request another replica forwarded for an id this one holds no
+/// session of (any more): `502`, marked so that the sender tries another holder.
+fn missed(id: &DialerId) -> Response<ProxyBody> {
+    let mut resp = text(
+        StatusCode::BAD_GATEWAY,
+        format!("h2rev2: {id}: {}\n", DialError::NoSession.client_text()),
+    );
+    resp.headers_mut().insert(
+        HeaderName::from_static(crate::cluster::MISS_HEADER),
+        HeaderValue::from_static("1"),
+    );
+    resp
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn forward_inner(
     server: &Server,
@@ -660,6 +674,7 @@ async fn forward_inner(
     let (mut parts, body) = req.into_parts();
     let cluster = server.inner.cluster.get().cloned();
     let (mut peer, mut tls) = (peer, tls);
+    let mut forwarded = false;
     match crate::cluster::Cluster::hop(cluster.as_deref(), &mut parts.headers) {
         crate::cluster::Hop::Invalid => {
             return text(
@@ -674,6 +689,10 @@ async fn forward_inner(
             if let Some((addr, https)) = client {
                 (peer, tls) = (addr, https);
             }
+            forwarded = true;
+            if !server.inner.sessions.holds(&id) {
+                return missed(&id);
+            }
         }
         crate::cluster::Hop::None => {
             if let Some(refused) = refuse_caller(server, &id, peer, &identities, &mut parts.headers)
@@ -682,11 +701,11 @@ async fn forward_inner(
             }
             if let Some(c) = cluster.filter(|_| !server.inner.sessions.holds(&id)) {
                 match c.route(&id).await {
-                    h2rev2_proto::cluster::Route::Remote(owner) => {
-                        debug!(%id, replica = %owner.replica, "forwarding to the replica that holds the id");
+                    h2rev2_proto::cluster::Route::Remote(owners) => {
+                        debug!(%id, replica = %owners[0].replica, "forwarding to a replica that holds the id");
                         let client = (peer, tls);
                         return c
-                            .forward(&id, &owner, parts, body, client, client_upgrade)
+                            .forward(&id, owners, parts, body, client, client_upgrade)
                             .await;
                     }
                     h2rev2_proto::cluster::Route::Unavailable => {
@@ -793,6 +812,9 @@ async fn forward_inner(
                     server.metrics().upstream_error(dial_kind(d));
                     if *d == DialError::NoSession {
                         forget_client(server, &id);
+                        if forwarded {
+                            return missed(&id);
+                        }
                     }
                     text(
                         StatusCode::from_u16(d.status()).unwrap_or(StatusCode::BAD_GATEWAY),

@@ -163,6 +163,8 @@ pub(crate) enum Cmd {
     CancelDial {
         dial: DialId,
     },
+    /// [`Server::go_away`]: tell every Listener, refuse new sessions.
+    GoAway,
     /// [`Server::shutdown`] began: end every control stream (END_STREAM), so that
     /// Listeners leave while their conns in flight finish.
     Shutdown,
@@ -448,7 +450,19 @@ impl Server {
         self.inner.shutdown.borrow().is_some()
     }
 
-    /// Stops accepting, asks every connection to finish (HTTP/2 GOAWAY, HTTP/1.1
+    /// Prepares a stop without downtime (make before break): every Listener of ours is
+    /// told that this server is going away (`going-away`) and opens a new session
+    /// (through a load balancer, on another replica) while its session here goes on
+    /// serving; new sessions are refused with `503`. Everything else goes on (a
+    /// cluster replica stays registered: its sessions still serve) until
+    /// [`Server::shutdown`], which calls this first.
+    pub fn go_away(&self) {
+        let _ = self.inner.cmd.send(Cmd::GoAway);
+    }
+
+    /// Tells Listeners it is going away ([`Server::go_away`]), stops accepting, removes
+    /// a cluster replica's registrations (bounded by the store's operation timeout),
+    /// asks every connection to finish (HTTP/2 GOAWAY, HTTP/1.1
     /// `Connection: close` after the current response), ends every Listener's session
     /// (their conns in flight go on), drops the proxy's idle pooled conns, and returns
     /// when every connection is done and the bindings' accept loops have closed their
@@ -457,6 +471,7 @@ impl Server {
     /// cut ones to end, so that [`Server::connections`] is 0 when it returns.
     pub async fn shutdown(&self, deadline: Duration) {
         let until = self.inner.rt.now() + deadline;
+        self.go_away();
         self.inner.shutdown.send_modify(|d| {
             // A second call may shorten the deadline, never extend it.
             *d = Some(d.map_or(until, |old| old.min(until)));
@@ -467,6 +482,11 @@ impl Server {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .close();
+        // A cluster replica's registrations go first: other replicas send requests for
+        // its ids to their other holders from now on.
+        if let Some(c) = self.inner.cluster.get() {
+            c.leave().await;
+        }
         let _ = self.inner.cmd.send(Cmd::Shutdown);
         // Until the deadline connections finish by themselves; at the deadline they are
         // cut, which takes their tasks a moment more.
@@ -1114,6 +1134,10 @@ impl Driver {
             Cmd::CancelDial { dial } => {
                 self.dials.remove(&dial);
                 self.dialer.handle_event(now, Event::CancelDial { dial })
+            }
+            Cmd::GoAway => {
+                self.dialer.go_away();
+                Ok(())
             }
             Cmd::Shutdown => {
                 for send in self.controls.values_mut() {

@@ -1,28 +1,34 @@
-//! The cluster registry as a machine: which replica of a cluster of public servers
-//! holds a session for an id, kept in a shared store (Redis, in the tokio adapter) as
-//! one key per id with a lease.
+//! The cluster registry as a machine: which replicas of a cluster of public servers
+//! hold a session for an id, kept in a shared store (Redis, in the tokio adapter) as
+//! one set of registrations per id, each with a lease of its own.
 //!
 //! Each replica runs one [`Registry`]. It is told when its first session of an id comes
 //! up and its last one ends, and asks for store operations ([`Op`]) that the adapter
 //! carries out and answers ([`Registry::handle_result`]):
 //!
-//! * **register**: `SET key value PX ttl`, unconditionally: the newest replica to get
-//!   a session of the id owns it (a reconnecting Listener lands where it lands);
-//! * **refresh**, every third of the lease: a compare-and-expire that renews the key
-//!   only while it still holds this replica's value, or writes it again when the key is
-//!   gone (the owner's lease ended or it released the id while this replica still holds
-//!   a session); another replica's value is left alone, and tried again at the next
-//!   refresh;
-//! * **release** when the last session ends: a compare-and-delete on this replica's
-//!   value, so a replica never deletes a newer registration of another one.
+//! * **register**: add this replica's registration to the id's set with a lease,
+//!   replacing any older one of the same replica (an earlier generation: a restarted
+//!   replica), and announce the change. Several replicas hold an id at once when its
+//!   Listener keeps sessions to several of them (`--server` repeated, or
+//!   `--connections`), and while a Listener moves from a replica going away to another;
+//! * **refresh**, every third of the lease: renew this replica's registration, or
+//!   write it again (and announce it) when it is gone (its lease ended while the store
+//!   was unreachable, say);
+//! * **release** when the last session ends: remove exactly this replica's
+//!   registration, so a replica never deletes another's, nor a newer one of its own.
 //!
 //! Values are unique per registration (`{replica} {generation} {address}`, the
-//! generation counting this replica's registrations), so the comparisons are exact. A
-//! replica that dies disappears when its leases expire. When the store fails, every
-//! registration is rewritten once it answers again.
+//! generation counting this replica's registrations), so the comparisons are exact.
+//! The store keeps each registration's expiry by its own clock, so replicas' clocks
+//! need not agree. A replica that dies disappears when its leases expire; until then
+//! a replica that forwards to it and cannot connect reports it
+//! ([`Registry::unreachable`]) and the other holders are tried first. When the store
+//! fails, every registration is rewritten once it answers again.
 //!
 //! Lookups of ids held elsewhere are cached for a short time ([`Config::cache_ttl`])
 //! and dropped when the store announces a change of the key ([`Registry::invalidate`]).
+//! A route names every holder, in the order to try them: rotated on each request so
+//! that forwarded requests spread over the holders, unreachable ones last.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -90,43 +96,50 @@ impl Owner {
     }
 }
 
-/// The store key of `id`.
+/// The store key of `id`: the set of its registrations.
 pub fn key(id: &DialerId) -> String {
-    format!("h2rev2:id:{}", id.as_str())
+    format!("h2rev2:owners:{}", id.as_str())
 }
 
 /// The channel on which changes of keys are announced (the key as the message).
 pub const CHANNEL: &str = "h2rev2:changes";
 
 /// A store operation for the adapter to carry out, then answer with
-/// [`Registry::handle_result`] (its `op` number).
+/// [`Registry::handle_result`] (its `op` number). Each is one atomic step (a script).
+/// Expiries are the store's: `lease` from the store's clock when the step runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `SET key value PX lease`, then announce `key` on [`CHANNEL`].
+    /// Drop the set's expired registrations and those of `replica` other than
+    /// `value`; add (or renew) `value` with `lease`; announce `key` on [`CHANNEL`].
+    /// Answer [`Outcome::Done`].
     Register {
         /// The operation's number.
         op: u64,
         /// The key.
         key: String,
+        /// This replica's name (the prefix of its values, before the first space).
+        replica: String,
         /// The value.
         value: String,
         /// The lease.
         lease: Duration,
     },
-    /// If `key` holds `value`: renew its lease ([`Outcome::Renewed`]); if it is
-    /// missing: set it with the lease and announce it ([`Outcome::Written`]); else
-    /// nothing ([`Outcome::HeldElsewhere`]). Atomically (a script).
+    /// As [`Op::Register`], but announce only when `value` was missing (or expired):
+    /// answer [`Outcome::Renewed`] when it was there, [`Outcome::Written`] when not.
     Refresh {
         /// The operation's number.
         op: u64,
         /// The key.
         key: String,
+        /// This replica's name.
+        replica: String,
         /// The value.
         value: String,
         /// The lease.
         lease: Duration,
     },
-    /// If `key` holds `value`, delete it and announce it. Atomically.
+    /// Remove `value` from the set and, if it was there, announce `key`.
+    /// Answer [`Outcome::Done`].
     Release {
         /// The operation's number.
         op: u64,
@@ -135,7 +148,7 @@ pub enum Op {
         /// The value.
         value: String,
     },
-    /// `GET key`; answer with [`Outcome::Found`].
+    /// The set's unexpired values; answer with [`Outcome::Found`].
     Lookup {
         /// The operation's number.
         op: u64,
@@ -161,14 +174,12 @@ impl Op {
 pub enum Outcome {
     /// A register or release was done.
     Done,
-    /// A refresh renewed this replica's key.
+    /// A refresh renewed this replica's registration.
     Renewed,
-    /// A refresh found the key gone and wrote it again.
+    /// A refresh found the registration gone and wrote it again.
     Written,
-    /// A refresh found another replica's registration.
-    HeldElsewhere,
-    /// A lookup's value (`None`: no key).
-    Found(Option<String>),
+    /// A lookup's unexpired values (empty: nobody holds the id).
+    Found(Vec<String>),
     /// The store could not be reached or failed.
     Failed,
 }
@@ -176,8 +187,8 @@ pub enum Outcome {
 /// Where to send a request for an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Another replica holds it.
-    Remote(Owner),
+    /// Other replicas hold it: try them in this order (never empty).
+    Remote(Vec<Owner>),
     /// Nobody does (as far as the store knows).
     Nowhere,
     /// Not known yet: wait for [`Registry::poll_lookup`] after a lookup was asked for.
@@ -191,21 +202,17 @@ struct Held {
     generation: u64,
     sessions: usize,
     next_refresh: Instant,
-    /// Whether the store is known to hold the registration.
-    stored: bool,
 }
 
 #[derive(Debug)]
 enum Waiting {
-    Register(DialerId),
-    Refresh(DialerId),
-    Release,
+    Store,
     Lookup(DialerId),
 }
 
 #[derive(Debug, Clone)]
 struct Cached {
-    owner: Option<Owner>,
+    owners: Vec<Owner>,
     until: Instant,
 }
 
@@ -220,6 +227,10 @@ pub struct Registry {
     waiting: BTreeMap<u64, Waiting>,
     ops: Vec<Op>,
     lookups: Vec<(DialerId, Route)>,
+    /// Replicas that could not be reached, until when they are tried last.
+    unreachable: HashMap<String, Instant>,
+    /// Counts routes given, to rotate the holders.
+    turn: usize,
     next_op: u64,
     generation: u64,
     healthy: bool,
@@ -239,6 +250,8 @@ impl Registry {
             waiting: BTreeMap::new(),
             ops: Vec::new(),
             lookups: Vec::new(),
+            unreachable: HashMap::new(),
+            turn: 0,
             next_op: 1,
             generation,
             healthy: true,
@@ -258,6 +271,11 @@ impl Registry {
     /// Whether this replica holds a session of `id`.
     pub fn holds(&self, id: &DialerId) -> bool {
         self.held.contains_key(id)
+    }
+
+    /// How many ids this replica holds.
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     fn push(&mut self, waiting: Waiting, make: impl FnOnce(u64) -> Op) {
@@ -291,15 +309,16 @@ impl Registry {
                 generation,
                 sessions: 1,
                 next_refresh,
-                stored: false,
             },
         );
         self.refreshes.insert((next_refresh, id.clone()));
         self.cache.remove(id);
         let (key, value, lease) = (key(id), self.value(generation), self.config.lease);
-        self.push(Waiting::Register(id.clone()), |op| Op::Register {
+        let replica = self.config.replica.clone();
+        self.push(Waiting::Store, |op| Op::Register {
             op,
             key,
+            replica,
             value,
             lease,
         });
@@ -314,10 +333,31 @@ impl Registry {
         if h.sessions > 0 {
             return;
         }
-        let h = self.held.remove(id).expect("held");
+        self.release(id);
+    }
+
+    fn release(&mut self, id: &DialerId) {
+        let Some(h) = self.held.remove(id) else {
+            return;
+        };
         self.refreshes.remove(&(h.next_refresh, id.clone()));
         let (key, value) = (key(id), self.value(h.generation));
-        self.push(Waiting::Release, |op| Op::Release { op, key, value });
+        self.push(Waiting::Store, |op| Op::Release { op, key, value });
+    }
+
+    /// This replica is going away: every registration is released at once (requests
+    /// go to the other holders), whatever sessions it still holds; later
+    /// [`Registry::session_up`]s register again.
+    pub fn leave(&mut self) {
+        let ids: Vec<DialerId> = self.held.keys().cloned().collect();
+        for id in ids {
+            self.release(&id);
+        }
+    }
+
+    /// Whether operations asked for are still unanswered.
+    pub fn busy(&self) -> bool {
+        !self.ops.is_empty() || self.waiting.values().any(|w| matches!(w, Waiting::Store))
     }
 
     /// Where a request for `id` goes, when this replica holds no session of it. A
@@ -326,10 +366,8 @@ impl Registry {
     pub fn route(&mut self, now: Instant, id: &DialerId) -> Route {
         if let Some(c) = self.cache.get(id) {
             if c.until > now {
-                return match &c.owner {
-                    Some(o) => Route::Remote(o.clone()),
-                    None => Route::Nowhere,
-                };
+                let owners = c.owners.clone();
+                return self.order(now, owners);
             }
         }
         if !self.looking.contains(id) {
@@ -338,6 +376,28 @@ impl Registry {
             self.push(Waiting::Lookup(id.clone()), |op| Op::Lookup { op, key });
         }
         Route::Pending
+    }
+
+    /// The holders in the order to try them: rotated, unreachable ones last.
+    fn order(&mut self, now: Instant, mut owners: Vec<Owner>) -> Route {
+        if owners.is_empty() {
+            return Route::Nowhere;
+        }
+        self.unreachable.retain(|_, until| *until > now);
+        let n = owners.len();
+        owners.rotate_left(self.turn % n);
+        self.turn = self.turn.wrapping_add(1);
+        // A stable sort keeps the rotation among the reachable ones.
+        owners.sort_by_key(|o| self.unreachable.contains_key(&o.replica));
+        Route::Remote(owners)
+    }
+
+    /// A forward to `owner` could not connect (or found no session there): it is
+    /// tried last for [`Config::cache_ttl`], and `id` is looked up again.
+    pub fn unreachable(&mut self, now: Instant, id: &DialerId, owner: &Owner) {
+        self.unreachable
+            .insert(owner.replica.clone(), now + self.config.cache_ttl);
+        self.cache.remove(id);
     }
 
     /// The store announced a change of `key`: lookups of it are asked again.
@@ -357,12 +417,7 @@ impl Registry {
             return;
         };
         if outcome == Outcome::Failed {
-            if self.healthy {
-                self.healthy = false;
-                for h in self.held.values_mut() {
-                    h.stored = false;
-                }
-            }
+            self.healthy = false;
             if let Waiting::Lookup(id) = waiting {
                 self.looking.remove(&id);
                 self.lookups.push((id, Route::Unavailable));
@@ -371,39 +426,30 @@ impl Registry {
         }
         let recovered = !self.healthy;
         self.healthy = true;
-        match waiting {
-            Waiting::Register(id) | Waiting::Refresh(id) => {
-                if let Some(h) = self.held.get_mut(&id) {
-                    h.stored = outcome != Outcome::HeldElsewhere;
-                }
-            }
-            Waiting::Release => {}
-            Waiting::Lookup(id) => {
-                self.looking.remove(&id);
-                let owner = match outcome {
-                    Outcome::Found(Some(v)) => Owner::decode(&v),
-                    _ => None,
-                };
-                // Our own registration (a session that just ended, say) is no route.
-                let owner = owner.filter(|o| o.replica != self.config.replica);
-                let ttl = if owner.is_some() {
-                    self.config.cache_ttl
-                } else {
-                    self.config.negative_ttl
-                };
-                self.cache.insert(
-                    id.clone(),
-                    Cached {
-                        owner: owner.clone(),
-                        until: now + ttl,
-                    },
-                );
-                let route = match owner {
-                    Some(o) => Route::Remote(o),
-                    None => Route::Nowhere,
-                };
-                self.lookups.push((id, route));
-            }
+        if let Waiting::Lookup(id) = waiting {
+            self.looking.remove(&id);
+            let mut owners: Vec<Owner> = match outcome {
+                Outcome::Found(values) => values.iter().filter_map(|v| Owner::decode(v)).collect(),
+                _ => Vec::new(),
+            };
+            // Our own registration (a session that just ended, say) is no route.
+            owners.retain(|o| o.replica != self.config.replica);
+            owners.sort_by(|a, b| a.replica.cmp(&b.replica));
+            owners.dedup_by(|a, b| a.replica == b.replica);
+            let ttl = if owners.is_empty() {
+                self.config.negative_ttl
+            } else {
+                self.config.cache_ttl
+            };
+            self.cache.insert(
+                id.clone(),
+                Cached {
+                    owners: owners.clone(),
+                    until: now + ttl,
+                },
+            );
+            let route = self.order(now, owners);
+            self.lookups.push((id, route));
         }
         if recovered {
             // The store is back: write every registration again at once.
@@ -423,9 +469,11 @@ impl Registry {
         self.refreshes.insert((h.next_refresh, id.clone()));
         let generation = h.generation;
         let (key, value, lease) = (key(id), self.value(generation), self.config.lease);
-        self.push(Waiting::Refresh(id.clone()), |op| Op::Refresh {
+        let replica = self.config.replica.clone();
+        self.push(Waiting::Store, |op| Op::Refresh {
             op,
             key,
+            replica,
             value,
             lease,
         });
@@ -475,19 +523,43 @@ mod tests {
         DialerId::new(s).unwrap()
     }
 
-    /// A store as Redis would hold it, carrying out the ops' semantics exactly.
+    /// A store as Redis holds it (a set of values with an expiry each per key),
+    /// carrying out the ops' semantics exactly.
     #[derive(Default)]
     struct Store {
-        keys: HashMap<String, (String, Instant)>,
+        keys: HashMap<String, Vec<(String, Instant)>>,
         up: bool,
+        announced: Vec<String>,
     }
 
     impl Store {
-        fn get(&self, now: Instant, k: &str) -> Option<String> {
+        fn get(&self, now: Instant, k: &str) -> Vec<String> {
             self.keys
                 .get(k)
-                .filter(|(_, until)| *until > now)
-                .map(|(v, _)| v.clone())
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|(_, until)| *until > now)
+                        .map(|(v, _)| v.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+
+        fn put(
+            &mut self,
+            now: Instant,
+            key: &str,
+            replica: &str,
+            value: &str,
+            lease: Duration,
+        ) -> bool {
+            let prefix = format!("{replica} ");
+            let set = self.keys.entry(key.to_string()).or_default();
+            set.retain(|(v, until)| *until > now && (v == value || !v.starts_with(&prefix)));
+            let had = set.iter().any(|(v, _)| v == value);
+            set.retain(|(v, _)| v != value);
+            set.push((value.to_string(), now + lease));
+            had
         }
 
         fn run(&mut self, now: Instant, op: &Op) -> Outcome {
@@ -496,27 +568,37 @@ mod tests {
             }
             match op {
                 Op::Register {
-                    key, value, lease, ..
+                    key,
+                    replica,
+                    value,
+                    lease,
+                    ..
                 } => {
-                    self.keys.insert(key.clone(), (value.clone(), now + *lease));
+                    self.put(now, key, replica, value, *lease);
+                    self.announced.push(key.clone());
                     Outcome::Done
                 }
                 Op::Refresh {
-                    key, value, lease, ..
-                } => match self.get(now, key) {
-                    Some(v) if v == *value => {
-                        self.keys.insert(key.clone(), (v, now + *lease));
+                    key,
+                    replica,
+                    value,
+                    lease,
+                    ..
+                } => {
+                    if self.put(now, key, replica, value, *lease) {
                         Outcome::Renewed
-                    }
-                    None => {
-                        self.keys.insert(key.clone(), (value.clone(), now + *lease));
+                    } else {
+                        self.announced.push(key.clone());
                         Outcome::Written
                     }
-                    Some(_) => Outcome::HeldElsewhere,
-                },
+                }
                 Op::Release { key, value, .. } => {
-                    if self.get(now, key).as_deref() == Some(value.as_str()) {
-                        self.keys.remove(key);
+                    if let Some(set) = self.keys.get_mut(key) {
+                        let before = set.len();
+                        set.retain(|(v, _)| v != value);
+                        if set.len() != before {
+                            self.announced.push(key.clone());
+                        }
                     }
                     Outcome::Done
                 }
@@ -532,11 +614,30 @@ mod tests {
         }
     }
 
-    fn owner_of(store: &Store, now: Instant, i: &str) -> Option<String> {
-        store
+    /// The replicas holding `i` in the store, sorted.
+    fn owners_of(store: &Store, now: Instant, i: &str) -> Vec<String> {
+        let mut v: Vec<String> = store
             .get(now, &key(&id(i)))
-            .and_then(|v| Owner::decode(&v))
+            .iter()
+            .filter_map(|v| Owner::decode(v))
             .map(|o| o.replica)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn replicas(route: &Route) -> Vec<&str> {
+        match route {
+            Route::Remote(os) => os.iter().map(|o| o.replica.as_str()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn up() -> Store {
+        Store {
+            up: true,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -553,66 +654,146 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_replica_never_deletes_a_newer_registration() {
+    fn every_replica_holding_an_id_is_a_route_and_a_release_removes_only_its_own() {
         let now = Instant::now();
-        let mut store = Store {
-            up: true,
-            ..Default::default()
-        };
+        let mut store = up();
         let mut r1 = Registry::new(Config::new("r1", "https://r1"), 0);
         let mut r2 = Registry::new(Config::new("r2", "https://r2"), 0);
+        let mut r3 = Registry::new(Config::new("r3", "https://r3"), 0);
         r1.session_up(now, &id("web"));
         drive(&mut r1, &mut store, now);
-        // The Listener reconnects to r2 before r1 noticed its session died.
+        // The Listener holds a second session, on r2.
         r2.session_up(now, &id("web"));
         drive(&mut r2, &mut store, now);
-        assert_eq!(owner_of(&store, now, "web").as_deref(), Some("r2"));
-        r1.session_down(&id("web"));
-        drive(&mut r1, &mut store, now);
-        assert_eq!(owner_of(&store, now, "web").as_deref(), Some("r2"));
-        // r1 routes to r2.
-        assert_eq!(r1.route(now, &id("web")), Route::Pending);
-        drive(&mut r1, &mut store, now);
-        match r1.poll_lookup() {
-            Some((i, Route::Remote(o))) => {
-                assert_eq!(i, id("web"));
-                assert_eq!(o.replica, "r2");
-                assert_eq!(o.address, "https://r2");
-            }
-            other => panic!("{other:?}"),
+        assert_eq!(owners_of(&store, now, "web"), ["r1", "r2"]);
+        // r3 routes to both, alternating which comes first.
+        assert_eq!(r3.route(now, &id("web")), Route::Pending);
+        drive(&mut r3, &mut store, now);
+        let (i, first) = r3.poll_lookup().unwrap();
+        assert_eq!(i, id("web"));
+        let mut firsts = vec![replicas(&first)[0].to_string()];
+        assert_eq!(replicas(&first).len(), 2);
+        for _ in 0..3 {
+            firsts.push(replicas(&r3.route(now, &id("web")))[0].to_string());
         }
         // Cached: no second lookup within the cache time.
-        assert!(matches!(r1.route(now, &id("web")), Route::Remote(_)));
-        assert_eq!(r1.poll_op(), None);
+        assert_eq!(r3.poll_op(), None);
+        assert!(
+            firsts.contains(&"r1".into()) && firsts.contains(&"r2".into()),
+            "{firsts:?}"
+        );
+        // r1's session ends: its release leaves r2's registration alone.
+        r1.session_down(&id("web"));
+        drive(&mut r1, &mut store, now);
+        assert_eq!(owners_of(&store, now, "web"), ["r2"]);
+        assert_eq!(
+            store.announced.last().map(String::as_str),
+            Some("h2rev2:owners:web")
+        );
+        // r1 routes to r2, never to itself.
+        assert_eq!(r1.route(now, &id("web")), Route::Pending);
+        drive(&mut r1, &mut store, now);
+        assert_eq!(replicas(&r1.poll_lookup().unwrap().1), ["r2"]);
     }
 
     #[test]
-    fn a_dead_replica_frees_its_ids_when_the_lease_ends_and_a_survivor_reclaims() {
-        let t0 = Instant::now();
-        let mut store = Store {
-            up: true,
-            ..Default::default()
-        };
+    fn an_unreachable_holder_is_tried_last_until_the_cache_time_ends() {
+        let now = Instant::now();
+        let mut store = up();
         let mut r1 = Registry::new(Config::new("r1", "https://r1"), 0);
         let mut r2 = Registry::new(Config::new("r2", "https://r2"), 0);
-        // Both hold sessions of `web`; r2 registered last.
+        let mut r3 = Registry::new(Config::new("r3", "https://r3"), 0);
+        for r in [&mut r1, &mut r2] {
+            r.session_up(now, &id("web"));
+            drive(r, &mut store, now);
+        }
+        r3.route(now, &id("web"));
+        drive(&mut r3, &mut store, now);
+        let (_, route) = r3.poll_lookup().unwrap();
+        let Route::Remote(owners) = route else {
+            panic!()
+        };
+        let dead = owners.iter().find(|o| o.replica == "r1").unwrap().clone();
+        r3.unreachable(now, &id("web"), &dead);
+        // Asked again (the cache was dropped), and r1 comes last every time.
+        assert_eq!(r3.route(now, &id("web")), Route::Pending);
+        drive(&mut r3, &mut store, now);
+        assert_eq!(replicas(&r3.poll_lookup().unwrap().1), ["r2", "r1"]);
+        for _ in 0..3 {
+            assert_eq!(replicas(&r3.route(now, &id("web"))), ["r2", "r1"]);
+        }
+        // Later it takes its turn again.
+        let t = now + Duration::from_secs(3);
+        r3.route(t, &id("web"));
+        drive(&mut r3, &mut store, t);
+        r3.poll_lookup();
+        let firsts: Vec<String> = (0..2)
+            .map(|_| replicas(&r3.route(t, &id("web")))[0].to_string())
+            .collect();
+        assert!(firsts.contains(&"r1".into()), "{firsts:?}");
+    }
+
+    #[test]
+    fn a_dead_replica_leaves_the_set_when_its_lease_ends_and_the_others_stay() {
+        let t0 = Instant::now();
+        let mut store = up();
+        let mut r1 = Registry::new(Config::new("r1", "https://r1"), 0);
+        let mut r2 = Registry::new(Config::new("r2", "https://r2"), 0);
         r1.session_up(t0, &id("web"));
         drive(&mut r1, &mut store, t0);
         r2.session_up(t0, &id("web"));
         drive(&mut r2, &mut store, t0);
-        // r1's refreshes find r2's value and leave it alone.
-        let t = t0 + Duration::from_secs(4);
-        r1.handle_timeout(t);
-        drive(&mut r1, &mut store, t);
-        assert_eq!(owner_of(&store, t, "web").as_deref(), Some("r2"));
-        // r2 dies (no more refreshes): its lease ends within 10 s, then r1 reclaims.
-        let mut t = t;
-        for _ in 0..10 {
-            t += Duration::from_secs(1);
+        // r2 dies (no more refreshes); r1 keeps refreshing.
+        let mut t = t0;
+        for s in 1..=11 {
+            t = t0 + Duration::from_secs(s);
             r1.handle_timeout(t);
             drive(&mut r1, &mut store, t);
+            let want: &[&str] = if s < 10 { &["r1", "r2"] } else { &["r1"] };
+            assert_eq!(owners_of(&store, t, "web"), want, "after {s} s");
         }
-        assert_eq!(owner_of(&store, t, "web").as_deref(), Some("r1"));
+        assert_eq!(owners_of(&store, t, "web"), ["r1"]);
+    }
+
+    #[test]
+    fn a_restarted_replica_replaces_its_old_registration_and_the_old_one_cannot_delete_it() {
+        let now = Instant::now();
+        let mut store = up();
+        let mut old = Registry::new(Config::new("r1", "https://r1"), 100);
+        old.session_up(now, &id("web"));
+        drive(&mut old, &mut store, now);
+        // r1 restarts (a later seed) and the Listener comes back to it.
+        let mut new = Registry::new(Config::new("r1", "https://r1"), 5000);
+        new.session_up(now, &id("web"));
+        drive(&mut new, &mut store, now);
+        let values = store.get(now, &key(&id("web")));
+        assert_eq!(values.len(), 1, "{values:?}");
+        assert_eq!(Owner::decode(&values[0]).unwrap().generation, 5001);
+        // The old process's late release (or refresh) leaves the new one alone.
+        old.session_down(&id("web"));
+        drive(&mut old, &mut store, now);
+        assert_eq!(store.get(now, &key(&id("web"))), values);
+    }
+
+    #[test]
+    fn leaving_releases_every_registration_at_once() {
+        let now = Instant::now();
+        let mut store = up();
+        let mut r = Registry::new(Config::new("r1", "https://r1"), 0);
+        for i in ["a", "b"] {
+            r.session_up(now, &id(i));
+        }
+        drive(&mut r, &mut store, now);
+        assert_eq!(owners_of(&store, now, "a"), ["r1"]);
+        r.leave();
+        assert!(r.busy());
+        drive(&mut r, &mut store, now);
+        assert!(!r.busy());
+        assert!(owners_of(&store, now, "a").is_empty());
+        assert!(owners_of(&store, now, "b").is_empty());
+        // The sessions' later ends ask nothing more.
+        r.session_down(&id("a"));
+        assert_eq!(r.poll_op(), None);
     }
 
     #[test]
@@ -631,20 +812,19 @@ mod tests {
         r.handle_timeout(t);
         drive(&mut r, &mut store, t);
         assert!(r.healthy());
-        assert_eq!(owner_of(&store, t, "a").as_deref(), Some("r1"));
+        assert_eq!(owners_of(&store, t, "a"), ["r1"]);
     }
 
     proptest! {
         /// Any interleaving of sessions up and down on 3 replicas, refreshes and
-        /// expiries: whenever the store names an owner, that replica holds a session
-        /// (no stale registration survives a refresh round); and once every replica
-        /// refreshed, an id some replica holds has an owner.
+        /// expiries: the store names only replicas that hold a session of the id, and
+        /// once every replica refreshed, exactly those that do.
         #[test]
-        fn the_store_names_only_replicas_that_hold_the_id(
+        fn the_store_names_exactly_the_replicas_that_hold_the_id(
             steps in proptest::collection::vec((0usize..3, 0usize..3, any::<bool>()), 1..60)
         ) {
             let t0 = Instant::now();
-            let mut store = Store { up: true, ..Default::default() };
+            let mut store = up();
             let mut rs: Vec<Registry> = (0..3)
                 .map(|i| Registry::new(Config::new(format!("r{i}"), format!("https://r{i}")), 0))
                 .collect();
@@ -665,21 +845,20 @@ mod tests {
                     drive(reg, &mut store, t);
                 }
                 for (i, name) in ids.iter().enumerate() {
-                    if let Some(owner) = owner_of(&store, t, name) {
+                    for owner in owners_of(&store, t, name) {
                         let r: usize = owner[1..].parse().unwrap();
                         prop_assert!(counts[r][i] > 0, "{name} names r{r}, which holds none");
                     }
                 }
             }
-            // A full refresh round later every held id has an owner.
             t += Duration::from_secs(4);
             for reg in rs.iter_mut() {
                 reg.handle_timeout(t);
                 drive(reg, &mut store, t);
             }
             for (i, name) in ids.iter().enumerate() {
-                let held = (0..3).any(|r| counts[r][i] > 0);
-                prop_assert_eq!(owner_of(&store, t, name).is_some(), held, "{}", name);
+                let want: Vec<String> = (0..3).filter(|r| counts[*r][i] > 0).map(|r| format!("r{r}")).collect();
+                prop_assert_eq!(owners_of(&store, t, name), want, "{}", name);
             }
         }
     }

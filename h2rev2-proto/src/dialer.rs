@@ -373,6 +373,8 @@ pub struct Dialer {
     actions: VecDeque<Action>,
     rng: fastrand::Rng,
     rr: usize,
+    /// [`Dialer::go_away`] was called: new sessions are refused.
+    going_away: bool,
 }
 
 impl fmt::Debug for Dialer {
@@ -397,6 +399,7 @@ impl Dialer {
             actions: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
             rr: 0,
+            going_away: false,
         }
     }
 
@@ -535,6 +538,34 @@ impl Dialer {
             }
         }
         out
+    }
+
+    /// This server is going away (a replica being stopped): every session's Listener
+    /// is told (`going-away`, PROTOCOL.md 4.5) so that it opens a new session
+    /// elsewhere while this one goes on serving, and new sessions are refused with
+    /// `503` from now on. Sessions end later, when the adapter ends their streams.
+    pub fn go_away(&mut self) {
+        if self.going_away {
+            return;
+        }
+        self.going_away = true;
+        let message = ControlMessage::going_away().to_bytes();
+        let controls: Vec<StreamId> = self
+            .sessions
+            .iter()
+            .filter_map(|(_, _, s)| s.control)
+            .collect();
+        for stream in controls {
+            self.actions.push_back(Action::SendControl {
+                stream,
+                data: message.clone(),
+            });
+        }
+    }
+
+    /// Whether [`Dialer::go_away`] was called.
+    pub fn going_away(&self) -> bool {
+        self.going_away
     }
 
     /// Fires the timers due at `now`: dial deadlines and keep-alives.
@@ -685,6 +716,13 @@ impl Dialer {
         explicit: bool,
         wire: Wire,
     ) {
+        if self.going_away {
+            return self.reject(
+                stream,
+                503,
+                "this server is going away: connect again (another replica takes the session)",
+            );
+        }
         let principal = grant.principal();
         let live: Vec<SessionKey> = self.sessions.sessions(&id).to_vec();
         let mut replace = false;
@@ -1011,6 +1049,74 @@ mod tests {
 
     fn actions(d: &mut Dialer) -> Vec<Action> {
         std::iter::from_fn(|| d.poll_action()).collect()
+    }
+
+    /// A server going away tells every session's Listener, keeps serving their dials,
+    /// and refuses new sessions with 503.
+    #[test]
+    fn going_away_tells_every_listener_keeps_dialing_and_refuses_new_sessions() {
+        let now = Instant::now();
+        let mut config = DialerConfig::default();
+        config.auth.add_token(DialerId::new("a").unwrap(), "ta");
+        config.auth.add_token(DialerId::new("b").unwrap(), "tb");
+        let mut d = Dialer::new(config, 1);
+        d.handle_event(now, revdial(1, 1, "a", Some("ta"))).unwrap();
+        d.handle_event(now, revdial(2, 3, "b", Some("tb"))).unwrap();
+        let _ = actions(&mut d);
+        d.go_away();
+        d.go_away();
+        let mut told: Vec<u64> = actions(&mut d)
+            .into_iter()
+            .map(|a| match a {
+                Action::SendControl { stream, data } => {
+                    assert_eq!(data, b"{\"command\":\"going-away\"}\n");
+                    stream.0
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        told.sort();
+        assert_eq!(told, [1, 3]);
+        assert!(d.going_away());
+        // A new session (the Listener of a, reconnecting here) is refused...
+        d.handle_event(now, revdial(3, 5, "a", Some("ta"))).unwrap();
+        let a = actions(&mut d);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [Action::Reject {
+                    status: 503,
+                    kind: RejectKind::Limit,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        // ...while the live one still answers dials.
+        d.handle_event(
+            now,
+            Event::Dial {
+                dial: DialId(1),
+                id: DialerId::new("a").unwrap(),
+            },
+        )
+        .unwrap();
+        let a = actions(&mut d);
+        assert!(
+            a.iter().any(|a| matches!(
+                a,
+                Action::SendControl {
+                    stream: StreamId(1),
+                    ..
+                }
+            )),
+            "{a:?}"
+        );
+        d.handle_event(now, revdial(1, 7, "a", Some("ta"))).unwrap();
+        assert!(actions(&mut d).contains(&Action::DialReady {
+            dial: DialId(1),
+            stream: StreamId(7)
+        }));
     }
 
     /// Issue 6: an anonymous newcomer on another connection cannot answer a dial that

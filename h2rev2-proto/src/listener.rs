@@ -212,6 +212,10 @@ pub enum Action {
     },
     /// The session is up.
     Up,
+    /// The public server is going away (`going-away`): make before break. Start a
+    /// new session to the same address (a load balancer sends it to another replica)
+    /// while this one serves on until the server ends it; then do not reconnect it.
+    GoingAway,
     /// The session is down; the next attempt starts after `retry_in`.
     Down {
         /// Why.
@@ -585,6 +589,9 @@ impl Listener {
                     let token = (!m.conn_path.is_empty()).then_some(m.conn_path);
                     self.open_data(token, true);
                 }
+                Ok(m) if m.command == Command::GoingAway => {
+                    self.actions.push_back(Action::GoingAway);
+                }
                 Ok(_) => {}
                 Err(e) => {
                     let reason = if looks_like_http_request(&self.first_bytes) {
@@ -758,6 +765,25 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn going_away_from_the_server_is_an_action_and_the_session_stays_up() {
+        let now = Instant::now();
+        let mut l = Listener::new(ListenerConfig::new(DialerId::new("a").unwrap()), 1);
+        let _ = drain(&mut l);
+        l.handle_event(now, Event::Connected);
+        l.handle_event(now, Event::ControlAccepted);
+        let _ = drain(&mut l);
+        l.handle_event(now, Event::ControlData(b"{\"command\":\"going-away\"}\n"));
+        assert_eq!(drain(&mut l), vec![Action::GoingAway]);
+        assert!(matches!(l.state(), State::Up { .. }));
+        // It still opens the streams the server asks for.
+        l.handle_event(now, Event::ControlData(b"{\"command\":\"conn-ready\"}\n"));
+        assert!(matches!(
+            drain(&mut l).as_slice(),
+            [Action::OpenData { .. }]
+        ));
     }
 
     /// Issue 14: the 2022 wire keeps `spares` streams open, no control stream, and

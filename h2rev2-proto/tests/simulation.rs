@@ -458,6 +458,8 @@ impl Sim {
                 }
                 listener::Action::Disconnect { .. } => self.drop_conn(peer),
                 listener::Action::Up => self.peers[peer].ups += 1,
+                // The simulated Dialer never goes away.
+                listener::Action::GoingAway => panic!("going-away from a Dialer that stays"),
                 listener::Action::Down { retry_in, .. } => {
                     let attempts = self.peers[peer].listener.attempts();
                     let now = self.now;

@@ -1,6 +1,7 @@
-//! The cluster registry's store on Redis (the `redis` crate, tokio): one key per id
-//! with a lease (`PX`), compare-and-expire and compare-and-delete as Lua scripts (one
-//! atomic step each), announcements on a pub/sub channel.
+//! The cluster registry's store on Redis (the `redis` crate, tokio): one sorted set
+//! per id, its members the registrations and their scores their expiries (by Redis's
+//! clock); register, refresh, release and lookup as Lua scripts (one atomic step
+//! each), announcements on a pub/sub channel.
 //!
 //! ```no_run
 //! # async fn run(server: h2rev2_tokio::Server, peer_tls: std::sync::Arc<rustls::ClientConfig>)
@@ -29,29 +30,51 @@ use h2rev2_proto::cluster::{CHANNEL, Op, Outcome};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::debug;
 
-/// Renews the key if it holds our value (1), writes it if it is gone (2), or leaves
-/// another replica's value alone (0).
-const REFRESH: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-elseif not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('PUBLISH', ARGV[3], KEYS[1])
-  return 2
-end
-return 0
+/// The store's clock in milliseconds (every expiry is by it: replicas' clocks need
+/// not agree), and a key of another type (an older version's) cleared. Shared head of
+/// the scripts.
+const NOW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 "#;
 
-/// Deletes the key only if it holds our value.
+/// Register or refresh: ARGV = value, lease (ms), channel, replica prefix
+/// (`name `), announce always (`1`) or only when the value was missing (`0`).
+/// Drops expired values and the replica's other values, adds or renews ours, sets the
+/// key's expiry to its last value's; 1 if our value was there, 2 if written.
+const PUT: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local prefix = ARGV[4]
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if m ~= ARGV[1] and string.sub(m, 1, #prefix) == prefix then
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+local had = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+if ARGV[5] == '1' or not had then
+  redis.call('PUBLISH', ARGV[3], KEYS[1])
+end
+if had then return 1 end
+return 2
+"#;
+
+/// Removes our value (ARGV[1]); announces on ARGV[2] if it was there.
 const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('PUBLISH', ARGV[2], KEYS[1])
   return 1
 end
 return 0
+"#;
+
+/// The unexpired values.
+const LOOKUP: &str = r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 "#;
 
 /// A [`ClusterStore`] on a Redis server. Nothing is connected until the first
@@ -61,8 +84,9 @@ return 0
 pub struct RedisStore {
     client: redis::Client,
     conn: std::sync::Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
-    refresh: redis::Script,
+    put: redis::Script,
     release: redis::Script,
+    lookup: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -77,8 +101,9 @@ impl RedisStore {
         Ok(RedisStore {
             client: redis::Client::open(url)?,
             conn: Default::default(),
-            refresh: redis::Script::new(REFRESH),
+            put: redis::Script::new(&format!("{NOW}{PUT}")),
             release: redis::Script::new(RELEASE),
+            lookup: redis::Script::new(&format!("{NOW}{LOOKUP}")),
         })
     }
 
@@ -98,41 +123,36 @@ impl RedisStore {
 
     async fn run_op(&self, op: Op) -> redis::RedisResult<Outcome> {
         let mut c = self.conn().await?;
+        let register = matches!(op, Op::Register { .. });
         Ok(match op {
             Op::Register {
-                key, value, lease, ..
-            } => {
-                redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(&value)
-                    .arg("PX")
-                    .arg(lease.as_millis() as u64)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(CHANNEL)
-                    .arg(&key)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await?;
-                Outcome::Done
+                key,
+                replica,
+                value,
+                lease,
+                ..
             }
-            Op::Refresh {
-                key, value, lease, ..
+            | Op::Refresh {
+                key,
+                replica,
+                value,
+                lease,
+                ..
             } => {
                 let n: i64 = self
-                    .refresh
+                    .put
                     .key(&key)
                     .arg(&value)
                     .arg(lease.as_millis() as u64)
                     .arg(CHANNEL)
+                    .arg(format!("{replica} "))
+                    .arg(if register { "1" } else { "0" })
                     .invoke_async(&mut c)
                     .await?;
-                match n {
-                    1 => Outcome::Renewed,
-                    2 => Outcome::Written,
-                    _ => Outcome::HeldElsewhere,
+                match (register, n) {
+                    (true, _) => Outcome::Done,
+                    (false, 1) => Outcome::Renewed,
+                    (false, _) => Outcome::Written,
                 }
             }
             Op::Release { key, value, .. } => {
@@ -146,7 +166,7 @@ impl RedisStore {
                 Outcome::Done
             }
             Op::Lookup { key, .. } => {
-                let v: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
+                let v: Vec<String> = self.lookup.key(&key).invoke_async(&mut c).await?;
                 Outcome::Found(v)
             }
         })

@@ -25,6 +25,10 @@ pub enum Command {
     KeepAlive,
     /// Listener to Dialer: the data stream for a `conn-ready` could not be opened.
     PickupFailed,
+    /// Dialer to Listener (our extension): this server is going away; open a new
+    /// session (another replica behind the same address takes it) and keep this one
+    /// until the server ends it. Go Listeners ignore it.
+    GoingAway,
     /// A command this version does not know; ignored by both machines.
     Unknown(String),
 }
@@ -36,6 +40,7 @@ impl Command {
             Command::ConnReady => "conn-ready",
             Command::KeepAlive => "keep-alive",
             Command::PickupFailed => "pickup-failed",
+            Command::GoingAway => "going-away",
             Command::Unknown(s) => s,
         }
     }
@@ -45,6 +50,7 @@ impl Command {
             "conn-ready" => Command::ConnReady,
             "keep-alive" => Command::KeepAlive,
             "pickup-failed" => Command::PickupFailed,
+            "going-away" => Command::GoingAway,
             other => Command::Unknown(other.to_string()),
         }
     }
@@ -75,6 +81,15 @@ impl ControlMessage {
     pub fn keep_alive() -> Self {
         ControlMessage {
             command: Command::KeepAlive,
+            conn_path: String::new(),
+            err: String::new(),
+        }
+    }
+
+    /// A `going-away` (our extension, [`Command::GoingAway`]).
+    pub fn going_away() -> Self {
+        ControlMessage {
+            command: Command::GoingAway,
             conn_path: String::new(),
             err: String::new(),
         }
