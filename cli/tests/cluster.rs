@@ -72,11 +72,18 @@ struct Replica {
 }
 
 fn replica(dir: &Path, n: usize, redis_port: u16) -> Replica {
-    start_replica(dir, n, redis_port, free_port(), free_port())
+    start_replica(dir, n, redis_port, free_port(), free_port(), &[])
 }
 
-/// Replica `r{n}` on `port`, with its admin (`/readyz`) on `admin`.
-fn start_replica(dir: &Path, n: usize, redis_port: u16, port: u16, admin: u16) -> Replica {
+/// Replica `r{n}` on `port`, with its admin (`/readyz`) on `admin`, and `extra` flags.
+fn start_replica(
+    dir: &Path,
+    n: usize,
+    redis_port: u16,
+    port: u16,
+    admin: u16,
+    extra: &[&str],
+) -> Replica {
     let url = format!("https://127.0.0.1:{port}");
     let admin_s = format!("127.0.0.1:{admin}");
     let f = |name: &str| dir.join(name).display().to_string();
@@ -107,6 +114,7 @@ fn start_replica(dir: &Path, n: usize, redis_port: u16, port: u16, admin: u16) -
         "--admin",
         &admin_s,
     ];
+    let args: Vec<&str> = args.iter().chain(extra).copied().collect();
     let mut proc = Proc::h2rev2(&name, &args, &[]);
     proc.wait_for("Serving on https://", UP);
     Replica {
@@ -563,7 +571,10 @@ fn a_rolling_restart_of_every_replica_under_load_fails_no_request() {
         })
         .collect();
 
-    let moves_before = listener.stderr().matches("the public server is going away").count();
+    let moves_before = listener
+        .stderr()
+        .matches("the public server is going away")
+        .count();
     let mut made_before_break = 0;
     let mut restarted = [false; 3];
     for _ in 0..3 {
@@ -595,7 +606,7 @@ fn a_rolling_restart_of_every_replica_under_load_fails_no_request() {
         }
         let status = rs[i].proc.wait_exit(UP);
         assert!(status.success(), "r{} exited with {status}", i + 1);
-        rs[i] = start_replica(d, i + 1, redis_port, port, admin);
+        rs[i] = start_replica(d, i + 1, redis_port, port, admin, &[]);
         // haproxy sends it requests again after two good checks.
         std::thread::sleep(Duration::from_millis(700));
     }
@@ -612,7 +623,11 @@ fn a_rolling_restart_of_every_replica_under_load_fails_no_request() {
     );
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert!(ok >= 30, "only {ok} requests in the whole restart");
-    let moves = listener.stderr().matches("the public server is going away").count() - moves_before;
+    let moves = listener
+        .stderr()
+        .matches("the public server is going away")
+        .count()
+        - moves_before;
     assert!(
         made_before_break >= 1,
         "no restart stopped the replica holding `a`"
@@ -635,5 +650,73 @@ fn a_rolling_restart_of_every_replica_under_load_fails_no_request() {
     );
     eprintln!(
         "failover: a served again through the load balancer {took:?} after kill -9 of its replica"
+    );
+}
+
+/// A TCP forward (`--tcp`) on a replica that does not hold its id carries the byte
+/// stream to the replica that does: 4 MiB echoed intact, both directions, with the
+/// Client's half-close passed along.
+#[test]
+fn a_tcp_forward_reaches_the_id_through_a_replica_that_does_not_hold_it() {
+    use std::io::{Read, Write};
+    let (dir, ca, redis_port, _redis) = setup("t tt\n");
+    let d = dir.path();
+    let r1 = replica(d, 1, redis_port);
+    let forward = free_port();
+    let tcp = format!("127.0.0.1:{forward}=t");
+    let _r2 = start_replica(d, 2, redis_port, free_port(), free_port(), &["--tcp", &tcp]);
+    let echo = format!("127.0.0.1:{}", start_echo());
+    let mut listener = Proc::h2rev2(
+        "client t",
+        &[
+            "client",
+            "--ca",
+            &ca,
+            "--id",
+            "t",
+            "--tcp-target",
+            &echo,
+            "--server",
+            &r1.url,
+        ],
+        &[("H2REV2_TOKEN", "tt")],
+    );
+    listener.wait_for("Serving on Reverse connection", UP);
+
+    const N: usize = 4 << 20;
+    let data: Vec<u8> = (0..N).map(|i| (i * 13 + i / 7919) as u8).collect();
+    let want = sha(&data);
+    let start = Instant::now();
+    let got = loop {
+        // Until replica 2 learns where `t` is (a moment at start).
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", forward)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let data = data.clone();
+        let writer = std::thread::spawn(move || {
+            for chunk in data.chunks(65_521) {
+                if w.write_all(chunk).is_err() {
+                    return;
+                }
+            }
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        });
+        let mut got = Vec::new();
+        let read = s.read_to_end(&mut got);
+        writer.join().unwrap();
+        if read.is_ok() && got.len() == N {
+            break got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{read:?}, {} bytes",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(sha(&got), want, "sha256 of the echoed stream");
+    eprintln!(
+        "4 MiB echoed through replica 2 to replica 1 in {:?}",
+        start.elapsed()
     );
 }

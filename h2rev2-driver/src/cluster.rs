@@ -591,3 +591,198 @@ async fn subscribe(rt: Rt, store: Arc<dyn ClusterStore>, tx: mpsc::UnboundedSend
         rt.sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Header of a TCP connection forwarded to a replica that holds its id (sent to
+/// the id's proxy route, with `1`). The request's body carries the Client's bytes and the response's body the Listener
+/// side's, a byte stream both ways on one HTTP/2 stream.
+pub const TCP_HEADER: &str = "h2rev2-cluster-tcp";
+
+/// A body whose data arrive on a channel; an `Err` item fails it (so that the far
+/// side sees a reset rather than a clean end).
+struct ChannelBody(mpsc::Receiver<Result<bytes::Bytes, BoxError>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(hyper::body::Frame::data)))
+    }
+}
+
+/// Sends what `r` reads to `tx` until its end (`tx` dropped: the body ends) or an
+/// error (sent on: the body fails).
+fn pump<R>(rt: &Rt, mut r: R, tx: mpsc::Sender<Result<bytes::Bytes, BoxError>>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    rt.spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => {
+                    let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Writes `body`'s data to `w`, then half-closes it (`shutdown`); an error of the
+/// body or of `w` is returned (the caller resets what it can).
+async fn body_to<B, W>(body: B, mut w: W) -> Result<(), BoxError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Into::into)?;
+        if let Ok(data) = frame.into_data() {
+            w.write_all(&data).await?;
+            w.flush().await?;
+        }
+    }
+    w.shutdown().await?;
+    Ok(())
+}
+
+impl Cluster {
+    /// Carries a TCP connection accepted for `id`, which no local session holds, to a
+    /// replica that holds it (the holders tried in order until one answers `200`:
+    /// nothing is read from the Client before that). Returns once the connection is
+    /// over; an error says why it could not be carried (the caller resets the Client).
+    pub(crate) async fn forward_tcp(
+        &self,
+        id: &DialerId,
+        proxy_path: &str,
+        tcp: Box<dyn crate::io::TcpClient>,
+    ) -> Result<(), String> {
+        let owners = match self.route(id).await {
+            Route::Remote(owners) => owners,
+            Route::Unavailable => return Err("the cluster registry is unavailable".into()),
+            Route::Nowhere | Route::Pending => return Err("no replica holds the id".into()),
+        };
+        let (read, write) = tokio::io::split(tcp);
+        let mut read = Some(read);
+        for owner in &owners {
+            let address = owner.address.trim_end_matches('/');
+            let Ok(uri) = format!("{address}{proxy_path}").parse::<http::Uri>() else {
+                continue;
+            };
+            let mut send = match self.peer(&owner.address).await {
+                Ok(s) => s,
+                Err(e) => {
+                    info!(%id, owner = %owner.address, error = %e, "cannot reach a replica that holds the id");
+                    self.unreachable(id, owner);
+                    continue;
+                }
+            };
+            // The Client's bytes flow once the owner answered (it dials first).
+            let (tx, rx) = mpsc::channel(4);
+            let mut req = Request::new(ChannelBody(rx).boxed_unsync());
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = uri;
+            let h = req.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&self.config.token) {
+                h.insert(HeaderName::from_static(TOKEN_HEADER), v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&self.config.registry.replica) {
+                h.insert(HeaderName::from_static(HOP_HEADER), v);
+            }
+            h.insert(
+                HeaderName::from_static(TCP_HEADER),
+                HeaderValue::from_static("1"),
+            );
+            let resp = match send.try_send_request(req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    info!(%id, owner = %owner.address, error = %e.error(), "forwarding a TCP connection to a replica failed");
+                    self.unreachable(id, owner);
+                    self.peers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&owner.address);
+                    continue;
+                }
+            };
+            if resp.status() != StatusCode::OK {
+                self.unreachable(id, owner);
+                if resp.headers().contains_key(MISS_HEADER) {
+                    continue;
+                }
+                return Err(format!(
+                    "the replica that holds the id answered {}",
+                    resp.status()
+                ));
+            }
+            let Some(read) = read.take() else {
+                return Err("internal: the Client's side was used twice".into());
+            };
+            pump(&self.rt, read, tx);
+            return body_to(resp.into_body(), write)
+                .await
+                .map_err(|e| format!("the forwarded connection broke: {e}"));
+        }
+        Err("no replica that holds the id could be reached".into())
+    }
+}
+
+/// Serves a TCP connection another replica forwards ([`TCP_HEADER`], on `id`'s proxy
+/// route): checks the cluster token, dials `id` on a local session and relays the request's body to the
+/// reverse connection and the reverse connection to the response's body.
+pub(crate) async fn serve_tcp(
+    server: &crate::Server,
+    req: Request<UpstreamBody>,
+    id: DialerId,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let cluster = server.inner.cluster.get().cloned();
+    if !matches!(
+        Cluster::hop(cluster.as_deref(), &mut parts.headers),
+        Hop::Valid(_)
+    ) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "h2rev2: bad cluster credentials\n".into(),
+        );
+    }
+    let conn = match server.dial(&id).await {
+        Ok(c) => c,
+        Err(h2rev2_proto::dialer::DialError::NoSession) => return crate::proxy::missed(&id),
+        Err(e) => {
+            info!(%id, error = %e, "forwarded TCP connection: dial failed");
+            return text(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                format!("h2rev2: {id}: {}\n", e.client_text()),
+            );
+        }
+    };
+    let rt = server.inner.rt.clone();
+    let (read, write) = tokio::io::split(conn);
+    let to_listener = body_to(body, write);
+    rt.spawn(async move {
+        if let Err(e) = to_listener.await {
+            debug!(error = %e, "forwarded TCP connection: the Client's side ended");
+        }
+    });
+    let (tx, rx) = mpsc::channel(4);
+    pump(&rt, read, tx);
+    Response::new(ChannelBody(rx).boxed())
+}

@@ -63,6 +63,35 @@ pub trait Connect: Send + Sync + 'static {
 pub trait TcpClient: Io {
     /// Makes the coming close a reset (`SO_LINGER` 0).
     fn abort(&self);
+
+    /// A second handle on the socket ([`AbortHandle`]), for [`TcpClient::abort`]
+    /// once the connection was split into halves; `None` where there is none.
+    fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(None)
+    }
+}
+
+/// A second file descriptor of a [`TcpClient`]'s socket: [`AbortHandle::abort`]
+/// makes the socket's close a reset after the client itself was moved away. The
+/// socket closes when both are dropped.
+pub struct AbortHandle(
+    #[cfg(unix)] Option<std::os::fd::OwnedFd>,
+    #[cfg(not(unix))] Option<()>,
+);
+
+impl AbortHandle {
+    /// The handle of `tcp`'s socket.
+    pub(crate) fn of(tcp: &dyn TcpClient) -> Self {
+        tcp.abort_handle()
+    }
+
+    /// Makes the socket's coming close a reset (`SO_LINGER` 0).
+    pub fn abort(&self) {
+        #[cfg(unix)]
+        if let Some(fd) = &self.0 {
+            let _ = socket2::SockRef::from(fd).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
 }
 
 /// Any socket with a file descriptor (tokio's and smol's `TcpStream`, and wrappers
@@ -71,5 +100,9 @@ pub trait TcpClient: Io {
 impl<T: Io + std::os::fd::AsFd> TcpClient for T {
     fn abort(&self) {
         let _ = socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(self.as_fd().try_clone_to_owned().ok())
     }
 }

@@ -476,6 +476,10 @@ pub(crate) async fn forward(
     tls: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
+    if req.headers().contains_key(crate::cluster::TCP_HEADER) {
+        // A TCP connection another replica of the cluster forwards for `id`.
+        return crate::cluster::serve_tcp(server, req, id).await;
+    }
     let started = server.inner.rt.now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -638,7 +642,7 @@ fn dial_kind(d: &DialError) -> &'static str {
 
 /// The answer to a request another replica forwarded for an id this one holds no
 /// session of (any more): `502`, marked so that the sender tries another holder.
-fn missed(id: &DialerId) -> Response<ProxyBody> {
+pub(crate) fn missed(id: &DialerId) -> Response<ProxyBody> {
     let mut resp = text(
         StatusCode::BAD_GATEWAY,
         format!("h2rev2: {id}: {}\n", DialError::NoSession.client_text()),

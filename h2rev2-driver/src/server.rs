@@ -853,6 +853,12 @@ impl Server {
                             debug!(%peer, %id, error = %e, "TCP forward aborted");
                         }
                     }
+                    Err(DialError::NoSession) if this.inner.cluster.get().is_some() => {
+                        // Held by another replica of the cluster, maybe.
+                        let cluster = this.inner.cluster.get().cloned().expect("checked");
+                        let path = this.config().routes.proxy_path(&id);
+                        tcp_cluster(&cluster, &id, &path, peer, tcp).await;
+                    }
                     Err(e) => {
                         tcp.abort();
                         info!(%peer, %id, error = %e, "TCP forward: dial failed");
@@ -861,6 +867,22 @@ impl Server {
             });
         }
         Ok(())
+    }
+}
+
+/// Carries a TCP forward's connection to the replica of the cluster that holds `id`.
+async fn tcp_cluster(
+    cluster: &crate::cluster::Cluster,
+    id: &DialerId,
+    proxy_path: &str,
+    peer: SocketAddr,
+    tcp: Box<dyn crate::io::TcpClient>,
+) {
+    // Kept to reset the Client when the forward fails (the socket is shared by fd).
+    let abort = crate::io::AbortHandle::of(&*tcp);
+    if let Err(e) = cluster.forward_tcp(id, proxy_path, tcp).await {
+        abort.abort();
+        info!(%peer, %id, error = %e, "TCP forward through the cluster failed");
     }
 }
 

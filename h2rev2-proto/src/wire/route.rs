@@ -119,6 +119,17 @@ impl RouteConfig {
         self.default_id.as_ref()
     }
 
+    /// The path of `id`'s proxy route, e.g. `/proxy/web/`.
+    ///
+    /// ```
+    /// use h2rev2_proto::wire::{DialerId, RouteConfig};
+    /// let cfg = RouteConfig::default().with_base("/tunnel");
+    /// assert_eq!(cfg.proxy_path(&DialerId::new("web").unwrap()), "/tunnel/proxy/web/");
+    /// ```
+    pub fn proxy_path(&self, id: &DialerId) -> String {
+        format!("{}{}/{}/", self.base, self.proxy, id.as_str())
+    }
+
     /// The path of the revdial route, e.g. `/revdial`.
     pub fn revdial_path(&self) -> String {
         format!("{}{}", self.base, self.revdial)
