@@ -527,6 +527,18 @@ pub struct ClientArgs {
         help_heading = "Connection"
     )]
     pub spares: usize,
+    /// Sessions to keep through each --server (1-16). For a cluster behind one
+    /// load-balanced address: each replica names itself, and sessions that land on a
+    /// replica another one holds connect again, so that they end up on distinct
+    /// replicas and losing one replica loses no request.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=16),
+        help_heading = "Connection"
+    )]
+    pub connections: u8,
     /// The public server's wire: `auto` (the control-stream wire, switching to the
     /// 2022 one when the server shows it speaks that), `current`, or `2022` (the Go
     /// h2rev2 as of April 2022: no control stream, --spares streams kept open).

@@ -7,7 +7,9 @@ use std::time::Duration;
 use h2rev2_tokio::nat::{self, HttpProxyOptions};
 use h2rev2_tokio::outbound::{NoProxy, OutboundProxy, ProxyKind, ProxyRules, Route};
 use h2rev2_tokio::proto::wire::{DialerId, RouteConfig, Wire};
-use h2rev2_tokio::{Connector, DownReason, Listener, ListenerOptions, Status, TokioRuntime};
+use h2rev2_tokio::{
+    Connector, DownReason, Listener, ListenerOptions, SpreadGroup, Status, TokioRuntime,
+};
 use http::Uri;
 use tracing::{error, info, warn};
 
@@ -37,6 +39,8 @@ pub struct ClientPlan {
     /// `https://host:port[/base]`: one, or the replicas of a cluster (a session to
     /// each).
     pub servers: Vec<String>,
+    /// Sessions through each server (`--connections`), spread over replicas.
+    pub connections: usize,
     /// The id to register.
     pub id: DialerId,
     /// Bearer token.
@@ -142,6 +146,7 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
     let proxy = proxy_rules(args.proxy.as_deref())?;
     Ok(ClientPlan {
         servers,
+        connections: args.connections.into(),
         id,
         token,
         tls,
@@ -155,15 +160,28 @@ pub fn plan(args: ClientArgs) -> Result<ClientPlan, CliError> {
     })
 }
 
-/// Starts one Listener per server (connecting in the background).
-pub fn bind(plan: &ClientPlan) -> Result<Vec<Listener>, CliError> {
-    plan.servers.iter().map(|s| bind_one(plan, s)).collect()
+/// Starts `connections` Listeners per server (connecting in the background), each
+/// with the server it connects to.
+pub fn bind(plan: &ClientPlan) -> Result<Vec<(String, Listener)>, CliError> {
+    let mut out = Vec::new();
+    for server in &plan.servers {
+        let group = (plan.connections > 1).then(SpreadGroup::new);
+        for _ in 0..plan.connections.max(1) {
+            out.push((server.clone(), bind_one(plan, server, group.clone())?));
+        }
+    }
+    Ok(out)
 }
 
-fn bind_one(plan: &ClientPlan, server: &str) -> Result<Listener, CliError> {
+fn bind_one(
+    plan: &ClientPlan,
+    server: &str,
+    spread: Option<SpreadGroup>,
+) -> Result<Listener, CliError> {
     let mut opts = ListenerOptions::new(server, plan.id.clone(), plan.tls.clone())
         .map_err(|e| CliError::usage(format!("--server: {e}")))?;
     opts.token = plan.token.clone();
+    opts.spread = spread;
     let mut routes = opts.machine.routes.clone();
     if !plan.routes.base_path.trim_matches('/').is_empty() {
         let given = RouteConfig::default().with_base(&plan.routes.base_path);
@@ -356,9 +374,10 @@ pub async fn run(args: ClientArgs) -> Result<(), CliError> {
 
 /// Runs a client plan until a signal.
 pub async fn run_plan(plan: ClientPlan) -> Result<(), CliError> {
-    let listeners = bind(&plan)?;
-    for (l, server) in listeners.iter().zip(&plan.servers) {
+    let bound = bind(&plan)?;
+    for (server, l) in &bound {
         watch(l, plan.id.clone(), server.clone());
     }
+    let listeners = bound.into_iter().map(|(_, l)| l).collect();
     serve(listeners, plan.service).await
 }

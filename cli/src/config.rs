@@ -55,7 +55,7 @@ macro_rules! as_is {
     )*};
 }
 as_is!(
-    String, bool, u64, u32, usize, SocketAddr, LogFormat, WireArg
+    String, bool, u64, u32, u8, usize, SocketAddr, LogFormat, WireArg
 );
 
 /// A repeatable flag in the file: an array, or one string for a single value
@@ -300,6 +300,7 @@ settings! {
         wire: WireArg => wire;
         max_attempts: Option<u32> => max_attempts;
         max_backoff: u64 => max_backoff;
+        connections: u8 => connections;
         log_format: LogFormat => log.log_format;
     }
 }

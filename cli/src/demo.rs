@@ -111,6 +111,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let hello = start_hello().await?;
 
     let plan = ClientPlan {
+        connections: 1,
         servers: vec![format!("https://localhost:{port}")],
         id: id.clone(),
         token: Some(token),
@@ -133,7 +134,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         max_backoff: Duration::from_secs(2),
         proxy: (h2rev2_tokio::outbound::ProxyRules::none(), "no proxy"),
     };
-    let listeners = client::bind(&plan)?;
+    let listeners: Vec<_> = client::bind(&plan)?.into_iter().map(|(_, l)| l).collect();
     let up = futures_util::future::try_join_all(listeners.iter().map(|l| l.wait_up()));
     match tokio::time::timeout(Duration::from_secs(10), up).await {
         Ok(Ok(_)) => {}

@@ -92,6 +92,7 @@ pub async fn run(args: LegacyArgs) -> Result<(), CliError> {
             args.host.clone()
         };
         let plan = ClientPlan {
+            connections: 1,
             servers: vec![format!("https://{host}:{}", args.port)],
             id,
             token: None,

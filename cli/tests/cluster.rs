@@ -459,16 +459,16 @@ fn a_forwarded_request_is_for_the_clients_address_not_the_replicas() {
 }
 
 /// haproxy in front of `rs` (TCP mode: TLS passes through), as a deployment runs
-/// replicas: round robin over the replicas whose `/readyz` answers 200 (checked every
+/// replicas: `balance` (roundrobin, random...) over the replicas whose `/readyz` answers 200 (checked every
 /// 200 ms), and a connection a replica refuses is retried on another one. Its port.
-fn haproxy(dir: &Path, rs: &[Replica]) -> (Proc, u16) {
+fn haproxy(dir: &Path, rs: &[Replica], balance: &str) -> (Proc, u16) {
     let port = free_port();
     let mut cfg = format!(
         "global\n    maxconn 4096\n\
          defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
          timeout server 60s\n    timeout check 1s\n    retries 3\n    option redispatch 1\n\
          frontend tunnel\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
-         backend replicas\n    balance roundrobin\n    option httpchk GET /readyz\n"
+         backend replicas\n    balance {balance}\n    option httpchk GET /readyz\n"
     );
     for (i, r) in rs.iter().enumerate() {
         cfg.push_str(&format!(
@@ -511,7 +511,7 @@ fn a_rolling_restart_of_every_replica_under_load_fails_no_request() {
     let (dir, ca, redis_port, _redis) = setup("a ta\n");
     let d = dir.path();
     let mut rs: Vec<Replica> = (1..=3).map(|n| replica(d, n, redis_port)).collect();
-    let (_lb, lb_port) = haproxy(d, &rs);
+    let (_lb, lb_port) = haproxy(d, &rs, "roundrobin");
     let lb = format!("https://127.0.0.1:{lb_port}");
 
     let root = d.join("www");
@@ -719,4 +719,54 @@ fn a_tcp_forward_reaches_the_id_through_a_replica_that_does_not_hold_it() {
         "4 MiB echoed through replica 2 to replica 1 in {:?}",
         start.elapsed()
     );
+}
+
+/// `--connections 3` through a load balancer that picks replicas at random: each
+/// replica names itself, sessions that land where another one is connect again, and
+/// the three end up on the three replicas. Then `kill -9` of one replica fails no
+/// request through the load balancer: the others hold sessions of their own.
+#[test]
+fn connections_through_one_address_spread_over_the_replicas() {
+    let (dir, ca, redis_port, _redis) = setup("s ts\n");
+    let d = dir.path();
+    let mut rs: Vec<Replica> = (1..=3).map(|n| replica(d, n, redis_port)).collect();
+    let (_lb, lb_port) = haproxy(d, &rs, "random");
+    let lb = format!("https://127.0.0.1:{lb_port}");
+    let internal = format!("http://127.0.0.1:{}", start_forwarded_for_echo());
+    let args = [
+        "client",
+        "--ca",
+        &ca,
+        "--id",
+        "s",
+        "--proxy-host",
+        &internal,
+        "--server",
+        &lb,
+        "--connections",
+        "3",
+        "--max-backoff",
+        "1",
+    ];
+    let _listener = Proc::h2rev2("client s", &args, &[("H2REV2_TOKEN", "ts")]);
+    let start = Instant::now();
+    while !rs.iter().all(|r| holds(r, "s")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "sessions not on every replica: {:?}",
+            rs.iter().map(|r| holds(r, "s")).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("3 sessions on 3 replicas after {:?}", start.elapsed());
+    rs[0].proc.signal("KILL");
+    rs[0].proc.wait_exit(UP);
+    let url = format!("{lb}/proxy/s/who");
+    for n in 0..20 {
+        let (ok, body, err) = curl(&["--cacert", &ca, "--fail", &url]);
+        assert!(
+            ok && body == "127.0.0.1",
+            "request {n} after kill -9: {body:?} {err}"
+        );
+    }
 }

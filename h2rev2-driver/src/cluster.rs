@@ -166,6 +166,11 @@ impl Cluster {
         })
     }
 
+    /// This replica's name.
+    pub(crate) fn replica(&self) -> &str {
+        &self.config.registry.replica
+    }
+
     pub(crate) fn session_up(&self, id: &DialerId) {
         let _ = self.tx.send(Msg::Up(id.clone()));
     }

@@ -51,7 +51,7 @@ pub use h2rev2_proto::listener::DownReason;
 pub use h2rev2_tls as tls;
 pub use identity::CertIdentity;
 pub use io::{BoxIo, Connect, Connected, Target};
-pub use listener::{Listener, ListenerOptions, OptionsError, Status};
+pub use listener::{Listener, ListenerOptions, OptionsError, SpreadGroup, Status};
 pub use metrics::Metrics;
 pub use outbound::{NoProxy, OutboundProxy, ProxyError, ProxyRules};
 pub use proxy::{

@@ -11,7 +11,8 @@ use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use h2rev2_proto::conn::ConnConfig;
 use h2rev2_proto::listener::{
-    Action, DownReason, Event, Listener as Machine, ListenerConfig, RequestId, State,
+    Action, Claim, DownReason, Event, Listener as Machine, ListenerConfig, REPLICA_HEADER,
+    RequestId, Spread, State,
 };
 use h2rev2_proto::wire::{DialerId, GO2022_CONTENT_TYPE, RouteConfig, Wire};
 use http::{Request, Uri};
@@ -43,6 +44,46 @@ pub struct ListenerOptions {
     pub conn: ConnConfig,
     /// TCP + TLS + HTTP/2 handshake must finish within this. Default 10 s.
     pub connect_timeout: Duration,
+    /// The group of Listeners to the same address whose sessions go to distinct
+    /// replicas of a cluster (`--connections N`). `None`: stand alone.
+    pub spread: Option<SpreadGroup>,
+}
+
+/// Listeners that keep their sessions on distinct replicas of a cluster behind one
+/// (load-balanced) address: give each one's [`ListenerOptions::spread`] a clone of the
+/// same group. A session that lands on a replica another one of the group holds (the
+/// server names it: [`h2rev2_proto::listener::REPLICA_HEADER`]) is ended and made
+/// again, up to 8 times, then kept.
+#[derive(Clone, Default)]
+pub struct SpreadGroup(Arc<std::sync::Mutex<(Spread, u64)>>);
+
+impl fmt::Debug for SpreadGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpreadGroup").finish_non_exhaustive()
+    }
+}
+
+impl SpreadGroup {
+    /// A new group.
+    pub fn new() -> Self {
+        SpreadGroup(Arc::new(std::sync::Mutex::new((Spread::new(8), 0))))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut (Spread, u64)) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn member(&self) -> u64 {
+        self.with(|(_, n)| {
+            *n += 1;
+            *n
+        })
+    }
+
+    /// How many sessions of the group are up on a named replica.
+    pub fn placed(&self) -> usize {
+        self.with(|(s, _)| s.placed())
+    }
 }
 
 impl fmt::Debug for ListenerOptions {
@@ -134,6 +175,7 @@ impl ListenerOptions {
             h2: H2Settings::default(),
             conn: ConnConfig::default(),
             connect_timeout: Duration::from_secs(10),
+            spread: None,
         })
     }
 
@@ -309,7 +351,8 @@ fn task_ended() -> DownReason {
 enum Internal {
     Connected(u64, SendRequest<Bytes>),
     ConnectFailed(u64, String),
-    ControlAccepted(u64, SendStream<Bytes>, RecvStream),
+    /// With the replica the server names, if any.
+    ControlAccepted(u64, SendStream<Bytes>, RecvStream, Option<String>),
     ControlRejected(u64, u16, String),
     ControlData(u64, Bytes),
     Disconnected(u64, String),
@@ -411,6 +454,11 @@ struct Driver {
     retiring: bool,
     /// Whether its session is up and counted in [`Shared::up`].
     counted: bool,
+    /// Its number in [`ListenerOptions::spread`]'s group.
+    member: Option<u64>,
+    /// Its last session was ended for landing on a replica another one of the group
+    /// holds: the coming `Down` is no failure (logged at `info`).
+    respreading: bool,
     rt: Rt,
     connector: Arc<dyn Connect>,
 }
@@ -430,6 +478,8 @@ impl Driver {
             accept_tx: shared.accept_tx.clone(),
             retiring: false,
             counted: false,
+            member: shared.opts.spread.as_ref().map(SpreadGroup::member),
+            respreading: false,
             rt: shared.rt.clone(),
             connector: shared.connector.clone(),
             shared: shared.clone(),
@@ -471,6 +521,9 @@ impl Driver {
     /// predecessor or successor of this one).
     fn session_ended(&mut self) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
+        if let (Some(group), Some(member)) = (&self.opts.spread, self.member) {
+            group.with(|(s, _)| s.release(member));
+        }
         if std::mem::take(&mut self.counted) {
             self.shared.up.fetch_sub(1, SeqCst);
         }
@@ -488,7 +541,29 @@ impl Driver {
             // A late connection of an older attempt: dropping its handle ends it.
             Internal::Connected(..) => return,
             Internal::ConnectFailed(g, reason) if g == current => Event::ConnectFailed { reason },
-            Internal::ControlAccepted(g, send, recv) if g == current => {
+            Internal::ControlAccepted(g, mut send, recv, replica) if g == current => {
+                if let (Some(group), Some(member)) = (&self.opts.spread, self.member) {
+                    match group.with(|(s, _)| s.claim(member, replica.as_deref())) {
+                        Claim::Distinct => {}
+                        Claim::Kept { replica } => {
+                            info!(id = %self.opts.machine.id, %replica, "this connection shares its replica with another one of the Listener's (no other replica was reached)");
+                        }
+                        Claim::Duplicate { replica } => {
+                            // Connect again: the load balancer likely picks another.
+                            send.send_reset(h2::Reason::CANCEL);
+                            drop(recv);
+                            self.teardown();
+                            self.respreading = true;
+                            let reason = format!(
+                                "landed on replica {replica}, which another connection of \
+                                 this Listener holds: connecting again"
+                            );
+                            return self
+                                .machine
+                                .handle_event(now, Event::Disconnected { reason });
+                        }
+                    }
+                }
                 self.control = Some(send);
                 self.rt.spawn(read_control(g, recv, self.tx.clone()));
                 Event::ControlAccepted
@@ -663,6 +738,12 @@ impl Driver {
                     return false;
                 }
                 Action::Down { reason, retry_in } => {
+                    if std::mem::take(&mut self.respreading) {
+                        self.session_ended();
+                        let next = format!("{:.1} s", retry_in.as_secs_f64());
+                        info!(id = %self.opts.machine.id, "{reason}; next attempt in {next}");
+                        continue;
+                    }
                     if self.session_ended() {
                         // A successor not up yet while its predecessor still serves:
                         // no outage.
@@ -735,8 +816,15 @@ async fn open_control(h2: SendRequest<Bytes>, req: Request<()>) -> Result<Outcom
         .map_err(|e| format!("control request failed: {e}"))?;
     let status = resp.status().as_u16();
     if status == 200 {
+        let replica = resp
+            .headers()
+            .get(REPLICA_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let recv = resp.into_body();
-        return Ok(Box::new(move |g| Internal::ControlAccepted(g, send, recv)));
+        return Ok(Box::new(move |g| {
+            Internal::ControlAccepted(g, send, recv, replica)
+        }));
     }
     let body = read_text(resp.into_body()).await;
     Ok(Box::new(move |g| {

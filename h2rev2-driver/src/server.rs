@@ -1249,7 +1249,19 @@ impl Driver {
                     else {
                         continue;
                     };
-                    let resp = Response::builder().status(200).body(()).expect("static");
+                    let mut resp = Response::builder().status(200).body(()).expect("static");
+                    if let (StreamKind::Control(_), Some(c)) = (kind, self.cluster.get()) {
+                        // Which replica took the session: a Listener that keeps several
+                        // through one address spreads them over distinct replicas.
+                        if let Ok(v) = http::HeaderValue::from_str(c.replica()) {
+                            resp.headers_mut().insert(
+                                http::HeaderName::from_static(
+                                    h2rev2_proto::listener::REPLICA_HEADER,
+                                ),
+                                v,
+                            );
+                        }
+                    }
                     let send = match respond.send_response(resp, false) {
                         Ok(s) => s,
                         Err(e) => {

@@ -1055,3 +1055,127 @@ mod token_tests {
         }
     }
 }
+
+/// Response header of an accepted control stream from a public server that is a
+/// replica of a cluster: the replica's name. A Listener that keeps several sessions
+/// through one (load-balanced) address uses it to spread them ([`Spread`]).
+pub const REPLICA_HEADER: &str = "h2rev2-replica";
+
+/// What [`Spread::claim`] decides about a new session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No other session of the group is on this replica (or the server names none):
+    /// keep it.
+    Distinct,
+    /// Another session of the group holds this replica: end this one and connect
+    /// again (the load balancer will likely pick another replica).
+    Duplicate {
+        /// The replica.
+        replica: String,
+    },
+    /// A duplicate again after [`Spread::new`]'s `tries` attempts: keep it anyway
+    /// (fewer replicas than sessions, or a load balancer that keeps picking the same).
+    Kept {
+        /// The replica.
+        replica: String,
+    },
+}
+
+/// The sessions of one Listener's connections to one address (`--connections N`):
+/// which replica each one landed on, so that they end up on distinct replicas, the
+/// way Konnectivity agents spread over the server count. Pure bookkeeping; members
+/// are numbered by the caller.
+#[derive(Debug, Default)]
+pub struct Spread {
+    on: std::collections::BTreeMap<u64, String>,
+    tries: std::collections::BTreeMap<u64, u32>,
+    max_tries: u32,
+}
+
+impl Spread {
+    /// A group whose members retry a duplicate replica up to `max_tries` times.
+    pub fn new(max_tries: u32) -> Self {
+        Spread {
+            max_tries,
+            ..Default::default()
+        }
+    }
+
+    /// Member `member`'s new session landed on `replica` (`None`: the server names
+    /// none, not a cluster).
+    pub fn claim(&mut self, member: u64, replica: Option<&str>) -> Claim {
+        self.on.remove(&member);
+        let Some(replica) = replica else {
+            self.tries.remove(&member);
+            return Claim::Distinct;
+        };
+        let taken = self.on.values().any(|r| r == replica);
+        self.on.insert(member, replica.to_string());
+        if !taken {
+            self.tries.remove(&member);
+            return Claim::Distinct;
+        }
+        let tries = self.tries.entry(member).or_insert(0);
+        *tries += 1;
+        if *tries > self.max_tries {
+            self.tries.remove(&member);
+            Claim::Kept {
+                replica: replica.to_string(),
+            }
+        } else {
+            self.on.remove(&member);
+            Claim::Duplicate {
+                replica: replica.to_string(),
+            }
+        }
+    }
+
+    /// Member `member`'s session ended (or it is gone).
+    pub fn release(&mut self, member: u64) {
+        self.on.remove(&member);
+    }
+
+    /// How many members hold a session on a named replica.
+    pub fn placed(&self) -> usize {
+        self.on.len()
+    }
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::*;
+
+    #[test]
+    fn sessions_of_a_group_spread_over_replicas_and_a_duplicate_is_kept_after_the_tries() {
+        let mut s = Spread::new(2);
+        assert_eq!(s.claim(1, Some("r1")), Claim::Distinct);
+        assert_eq!(s.claim(2, Some("r2")), Claim::Distinct);
+        // Member 3 lands on r1 twice, then on r3.
+        let dup = Claim::Duplicate {
+            replica: "r1".into(),
+        };
+        assert_eq!(s.claim(3, Some("r1")), dup);
+        assert_eq!(s.claim(3, Some("r1")), dup);
+        assert_eq!(s.claim(3, Some("r3")), Claim::Distinct);
+        assert_eq!(s.placed(), 3);
+        // Member 2's session ends; its replica is free again.
+        s.release(2);
+        assert_eq!(s.claim(4, Some("r2")), Claim::Distinct);
+        // With two replicas only, a third session is kept after the tries.
+        let mut s = Spread::new(2);
+        s.claim(1, Some("a"));
+        s.claim(2, Some("b"));
+        assert!(matches!(s.claim(3, Some("a")), Claim::Duplicate { .. }));
+        assert!(matches!(s.claim(3, Some("b")), Claim::Duplicate { .. }));
+        assert_eq!(
+            s.claim(3, Some("a")),
+            Claim::Kept {
+                replica: "a".into()
+            }
+        );
+        // A server outside any cluster names no replica: every session is kept.
+        assert_eq!(s.claim(4, None), Claim::Distinct);
+        // A member that lands again (a reconnect) replaces its own claim.
+        assert_eq!(s.claim(3, Some("c")), Claim::Distinct);
+    }
+}

@@ -158,8 +158,8 @@ pub use h2rev2_driver as driver;
 pub use h2rev2_driver::sessions::{self, RecentError, SessionInfo};
 pub use h2rev2_driver::{
     BoxError, CertIdentity, ConnectError, DialConnector, H2Settings, ListenerOptions, Metrics,
-    OptionsError, ProxyBody, ProxyService, Reloaded, RevConn, ServerConfig, Status, metrics,
-    outbound, settings,
+    OptionsError, ProxyBody, ProxyService, Reloaded, RevConn, ServerConfig, SpreadGroup, Status,
+    metrics, outbound, settings,
 };
 pub use h2rev2_proto as proto;
 pub use h2rev2_proto::dialer::{DialError, Stats};

@@ -122,8 +122,8 @@ pub mod redis_store;
 pub use h2rev2_driver::sessions::{self, RecentError, SessionInfo};
 pub use h2rev2_driver::{
     BoxError, CertIdentity, ConnectError, DialConnector, H2Settings, ListenerOptions, Metrics,
-    OptionsError, ProxyBody, ProxyService, Reloaded, RevConn, ServerConfig, Status, metrics,
-    outbound, relay, settings, tls,
+    OptionsError, ProxyBody, ProxyService, Reloaded, RevConn, ServerConfig, SpreadGroup, Status,
+    metrics, outbound, relay, settings, tls,
 };
 pub use h2rev2_proto as proto;
 pub use h2rev2_proto::dialer::{DialError, Stats};
