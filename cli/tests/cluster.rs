@@ -63,6 +63,25 @@ fn setup(tokens: &str) -> (tempfile::TempDir, String, u16, Proc) {
     (dir, ca, redis_port, redis)
 }
 
+/// python's `http.server` serving `root` (an internal server): the process and its
+/// URL.
+fn http_server(name: &str, root: &Path) -> (Proc, String) {
+    let port = free_port();
+    let (port_s, root_s) = (port.to_string(), root.display().to_string());
+    let args = [
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        &root_s,
+        &port_s,
+    ];
+    let mut py = Proc::spawn(name, "python3", &args, &[]);
+    py.wait_for("Serving HTTP", UP);
+    (py, format!("http://127.0.0.1:{port}"))
+}
+
 struct Replica {
     proc: Proc,
     url: String,
@@ -175,25 +194,7 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
             .collect();
         std::fs::write(root.join("data.bin"), &data).unwrap();
         files.push(sha(&data));
-        let port = free_port();
-        let port_s = port.to_string();
-        let root_s = root.display().to_string();
-        let mut py = Proc::spawn(
-            &format!("http {id}"),
-            "python3",
-            &[
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-                &root_s,
-                &port_s,
-            ],
-            &[],
-        );
-        py.wait_for("Serving HTTP", UP);
-        internals.push((py, format!("http://127.0.0.1:{port}")));
+        internals.push(http_server(&format!("http {id}"), &root));
     }
     let _a = client(&[&rs[0].url], &ca, "a", "ta", &internals[0].1);
     let _b = client(&[&rs[1].url], &ca, "b", "tb", &internals[1].1);
@@ -519,24 +520,7 @@ fn a_rolling_restart_of_every_replica_under_load_fails_no_request() {
     let data: Vec<u8> = (0..64 << 10).map(|n: u32| (n % 251) as u8).collect();
     std::fs::write(root.join("data.bin"), &data).unwrap();
     let want = sha(&data);
-    let internal_port = free_port();
-    let (port_s, root_s) = (internal_port.to_string(), root.display().to_string());
-    let mut py = Proc::spawn(
-        "http",
-        "python3",
-        &[
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            &root_s,
-            &port_s,
-        ],
-        &[],
-    );
-    py.wait_for("Serving HTTP", UP);
-    let internal = format!("http://127.0.0.1:{internal_port}");
+    let (_py, internal) = http_server("http", &root);
     let listener = client(&[&lb], &ca, "a", "ta", &internal);
     let url = format!("{lb}/proxy/a/data.bin");
     // Every replica knows where `a` is before the load starts.

@@ -277,13 +277,8 @@ impl Cluster {
                 warn!(owner = %owner.address, "a replica's address is not a URL");
                 continue;
             };
-            let mut send = match self.peer(&owner.address).await {
-                Ok(s) => s,
-                Err(e) => {
-                    info!(%id, owner = %owner.address, error = %e, "cannot reach a replica that holds the id");
-                    self.unreachable(id, owner);
-                    continue;
-                }
+            let Some(mut send) = self.peer_for(id, owner).await else {
+                continue;
             };
             let mut req = Request::new(body.take().unwrap_or_else(empty_body));
             *req.method_mut() = parts.method.clone();
@@ -306,12 +301,7 @@ impl Cluster {
                     return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
                 }
                 Err(mut e) => {
-                    info!(%id, owner = %owner.address, error = %e.error(), "forwarding to a replica failed");
-                    self.unreachable(id, owner);
-                    self.peers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&owner.address);
+                    self.connection_failed(id, owner, e.error());
                     if let Some(unsent) = e.take_message() {
                         body = Some(unsent.into_body());
                         continue;
@@ -329,6 +319,34 @@ impl Cluster {
             StatusCode::BAD_GATEWAY,
             "h2rev2: no replica that holds this id could be reached\n".into(),
         )
+    }
+
+    /// The connection to `owner`, or `None` when it cannot be made (the registry is
+    /// told: the next holder is tried first for a while).
+    async fn peer_for(
+        &self,
+        id: &DialerId,
+        owner: &Owner,
+    ) -> Option<hyper::client::conn::http2::SendRequest<UpstreamBody>> {
+        match self.peer(&owner.address).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                info!(%id, owner = %owner.address, error = %e, "cannot reach a replica that holds the id");
+                self.unreachable(id, owner);
+                None
+            }
+        }
+    }
+
+    /// A forward of `id` failed on the connection to `owner`: it is dropped (made
+    /// again on next use) and the registry told.
+    fn connection_failed(&self, id: &DialerId, owner: &Owner, e: &hyper::Error) {
+        info!(%id, owner = %owner.address, error = %e, "forwarding to a replica failed");
+        self.unreachable(id, owner);
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&owner.address);
     }
 
     /// Tells the registry that `owner` failed a forward of `id`.
@@ -691,13 +709,8 @@ impl Cluster {
             let Ok(uri) = format!("{address}{proxy_path}").parse::<http::Uri>() else {
                 continue;
             };
-            let mut send = match self.peer(&owner.address).await {
-                Ok(s) => s,
-                Err(e) => {
-                    info!(%id, owner = %owner.address, error = %e, "cannot reach a replica that holds the id");
-                    self.unreachable(id, owner);
-                    continue;
-                }
+            let Some(mut send) = self.peer_for(id, owner).await else {
+                continue;
             };
             // The Client's bytes flow once the owner answered (it dials first).
             let (tx, rx) = mpsc::channel(4);
@@ -718,12 +731,7 @@ impl Cluster {
             let resp = match send.try_send_request(req).await {
                 Ok(r) => r,
                 Err(e) => {
-                    info!(%id, owner = %owner.address, error = %e.error(), "forwarding a TCP connection to a replica failed");
-                    self.unreachable(id, owner);
-                    self.peers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&owner.address);
+                    self.connection_failed(id, owner, e.error());
                     continue;
                 }
             };

@@ -756,6 +756,10 @@ async fn forward_inner(
     let body = IdleBody::new(body, limits.body_idle_timeout, rt.clone(), None).boxed_unsync();
     let out = Request::from_parts(parts, body);
     let Some(upstream) = client(server, &id) else {
+        if forwarded {
+            // Another replica sent it: it tries the id's other holders.
+            return missed(&id);
+        }
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "h2rev2: the server is shutting down\n".into(),
@@ -816,9 +820,12 @@ async fn forward_inner(
                     server.metrics().upstream_error(dial_kind(d));
                     if *d == DialError::NoSession {
                         forget_client(server, &id);
-                        if forwarded {
-                            return missed(&id);
-                        }
+                    }
+                    // The session here ended before the request reached the Listener:
+                    // the replica that sent it tries the id's other holders.
+                    if forwarded && matches!(d, DialError::NoSession | DialError::SessionClosed(_))
+                    {
+                        return missed(&id);
                     }
                     text(
                         StatusCode::from_u16(d.status()).unwrap_or(StatusCode::BAD_GATEWAY),

@@ -460,8 +460,8 @@ impl Server {
         let _ = self.inner.cmd.send(Cmd::GoAway);
     }
 
-    /// Tells Listeners it is going away ([`Server::go_away`]), stops accepting, removes
-    /// a cluster replica's registrations (bounded by the store's operation timeout),
+    /// Tells Listeners it is going away ([`Server::go_away`]), removes a cluster
+    /// replica's registrations (bounded by the store's operation timeout), stops accepting,
     /// asks every connection to finish (HTTP/2 GOAWAY, HTTP/1.1
     /// `Connection: close` after the current response), ends every Listener's session
     /// (their conns in flight go on), drops the proxy's idle pooled conns, and returns
@@ -472,6 +472,12 @@ impl Server {
     pub async fn shutdown(&self, deadline: Duration) {
         let until = self.inner.rt.now() + deadline;
         self.go_away();
+        // A cluster replica's registrations go first: other replicas send requests for
+        // its ids to their other holders from now on (one that still arrives is
+        // answered as a miss, and its sender tries another holder).
+        if let Some(c) = self.inner.cluster.get() {
+            c.leave().await;
+        }
         self.inner.shutdown.send_modify(|d| {
             // A second call may shorten the deadline, never extend it.
             *d = Some(d.map_or(until, |old| old.min(until)));
@@ -482,11 +488,6 @@ impl Server {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .close();
-        // A cluster replica's registrations go first: other replicas send requests for
-        // its ids to their other holders from now on.
-        if let Some(c) = self.inner.cluster.get() {
-            c.leave().await;
-        }
         let _ = self.inner.cmd.send(Cmd::Shutdown);
         // Until the deadline connections finish by themselves; at the deadline they are
         // cut, which takes their tasks a moment more.
