@@ -1,7 +1,10 @@
-//! A cluster of 3 public servers on a real `redis-server`, through the binary: any
-//! replica serves any id (bodies checked), a wrong cluster token is refused, a
-//! Listener with sessions on two replicas survives `kill -9` of one, and with Redis
-//! stopped local sessions still serve while forwarded requests fail fast with 503.
+//! A cluster of 3 public servers on a real `redis-server` (and haproxy in front where a
+//! load balancer belongs), through the binary: any replica serves any id (bodies
+//! checked), a wrong cluster token is refused, a Listener with sessions on two
+//! replicas loses no request to `kill -9` of one, Redis stopped and restarted under
+//! load (local sessions serve, forwarded requests fail fast with 503, then recover),
+//! a rolling restart under load fails no request, `--connections` spreads sessions,
+//! and an `Upgrade` and a TCP forward reach the id through a replica without it.
 
 mod common;
 
@@ -254,6 +257,29 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
     let (code, got) = fetch(&ca, &format!("{}/proxy/b/data.bin", rs[2].url), &out);
     assert_eq!((code.as_str(), got.as_str()), ("200", files[1].as_str()));
 
+    // Redis stopped and restarted under load: a Client of r2 (which holds b) and one
+    // of r3 (which forwards to it) send requests all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = |r: &Replica, name: &str| {
+        let (stop, ca, want) = (stop.clone(), ca.clone(), files[1].clone());
+        let url = format!("{}/proxy/b/data.bin", r.url);
+        let out = d.join(format!("load-{name}.bin"));
+        std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (code, got) = fetch(&ca, &url, &out);
+                codes.push(if code == "200" && got != want {
+                    "200 with a wrong body".to_string()
+                } else {
+                    code
+                });
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            codes
+        })
+    };
+    let (local, forwarded) = (load(&rs[1], "local"), load(&rs[2], "forwarded"));
+    std::thread::sleep(Duration::from_millis(300));
     // Redis stopped: local sessions serve, forwarded requests get 503 at once.
     redis.signal("KILL");
     redis.wait_exit(UP);
@@ -289,6 +315,27 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
         Duration::from_secs(10),
     );
     eprintln!("recovery: b served through r3 again {took:?} after Redis restarted");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (local, forwarded) = (local.join().unwrap(), forwarded.join().unwrap());
+    // The local Client never noticed; the forwarded one got only 200s and quick 503s
+    // (never a hang, a 502 or a wrong body), and 200s again at the end.
+    assert!(local.iter().all(|c| c == "200"), "local: {local:?}");
+    assert!(
+        forwarded.iter().all(|c| c == "200" || c == "503"),
+        "forwarded: {forwarded:?}"
+    );
+    assert!(forwarded.contains(&"503".to_string()), "{forwarded:?}");
+    assert!(
+        forwarded.iter().rev().take(5).all(|c| c == "200"),
+        "forwarded, at the end: {forwarded:?}"
+    );
+    eprintln!(
+        "under load: {} local requests, all 200; {} forwarded, {} of them 503 while Redis was down",
+        local.len(),
+        forwarded.len(),
+        forwarded.iter().filter(|c| *c == "503").count()
+    );
     for r in rs.iter_mut().skip(1) {
         assert!(r.proc.running(), "{}", r.proc.stderr());
     }
