@@ -1,17 +1,23 @@
 //! A cluster of public servers: any replica serves any id. The core's
 //! [`h2rev2_proto::cluster::Registry`] decides what the shared store holds; this
 //! module carries it out (a [`ClusterStore`], Redis in `h2rev2-tokio`) and forwards a
-//! proxied request for an id held elsewhere to the replica that holds it, over one
-//! long-lived HTTP/2 connection per peer, authenticated by the cluster token.
+//! proxied request (or a TCP forward's connection) for an id held elsewhere to a
+//! replica that holds it, over one long-lived HTTP/2 connection per peer,
+//! authenticated by the cluster token. The id's holders are tried in the registry's
+//! order: the next one when a replica cannot be reached, when its connection failed
+//! before the request went out, or, for a request without a body, when the request
+//! was lost or the replica answered [`MISS_HEADER`] (no session of the id any more).
 //!
 //! A forwarded request carries `h2rev2-cluster-token`, `h2rev2-cluster-hop` (the
 //! sending replica's name) and `h2rev2-cluster-client` (the Client's address and
-//! scheme, for the owner's `X-Forwarded-*` and per-address limits). The receiving replica checks the token (`403` otherwise),
-//! serves the request only from its own sessions (a request is forwarded at most once),
-//! and does not check the Client's credentials again: the replica the Client reached
-//! did, with the same rules. A request that switches protocols (`Upgrade`) goes over
-//! a connection of its own in HTTP/1.1, since HTTP/2 has none; the Client's `Host`
-//! (or `:authority`) goes along, so host routing decides alike on both replicas.
+//! scheme, for the owner's `X-Forwarded-*` and per-address limits). The receiving
+//! replica checks the token (`403` otherwise), serves the request only from its own
+//! sessions (a request is forwarded at most once), and does not check the Client's
+//! credentials again: the replica the Client reached did, with the same rules. A
+//! request that switches protocols (`Upgrade`) goes over a connection of its own in
+//! HTTP/1.1, since HTTP/2 has none; the Client's `Host` (or `:authority`) goes along,
+//! so host routing decides alike on both replicas. A TCP connection goes as one
+//! HTTP/2 stream to the id's proxy route, marked [`TCP_HEADER`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -639,7 +645,8 @@ impl hyper::body::Body for ChannelBody {
 }
 
 /// Sends what `r` reads to `tx` until its end (`tx` dropped: the body ends) or an
-/// error (sent on: the body fails).
+/// error (sent on: the body fails). Stops, letting go of `r`, as soon as the body is
+/// dropped (its stream ended or was reset), even while `r` has nothing to read.
 fn pump<R>(rt: &Rt, mut r: R, tx: mpsc::Sender<Result<bytes::Bytes, BoxError>>)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
@@ -648,7 +655,11 @@ where
     rt.spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            match r.read(&mut buf).await {
+            let read = tokio::select! {
+                read = r.read(&mut buf) => read,
+                _ = tx.closed() => return,
+            };
+            match read {
                 Ok(0) => return,
                 Ok(n) => {
                     let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
