@@ -368,8 +368,9 @@ pub struct LimitArgs {
     /// Spare reverse connections a client may park ahead of dials; more get 429.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_spares: usize,
-    /// Concurrent connections from one IP address; more are closed at once.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    /// Concurrent connections from one IP address; more are closed at once. Each may
+    /// make the server buffer 4 MiB of unread upload at most.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_conns_per_ip: usize,
     /// Seconds for the TLS handshake, the HTTP/2 preface and the first request each.
     #[arg(long, value_name = "SECS", default_value_t = 10)]

@@ -72,7 +72,11 @@ pub struct ServerConfig {
     /// (hyper's header read timeout). Default 10 s: a slowloris client holds nothing
     /// for long.
     pub handshake_timeout: Duration,
-    /// Concurrent connections from one IP address; more are closed at once. Default 256.
+    /// Concurrent connections from one IP address; more are closed at once. Default
+    /// 1024: a load test, a corporate NAT or a load balancer in front brings many
+    /// Clients from one address, and what each connection may make the server buffer
+    /// is bounded by its window ([`H2Settings::connection_window`], 4 MiB for a
+    /// Client's connection by default: 4 GiB from one address at most).
     pub max_connections_per_ip: usize,
     /// An HTTP/2 connection that had streams and has had none for this long is closed
     /// (GOAWAY). A Listener's connection always holds its control stream and is never
@@ -116,10 +120,15 @@ impl Default for ServerConfig {
         ServerConfig {
             routes: RouteConfig::default(),
             dialer: DialerConfig::default(),
-            h2: H2Settings::default(),
+            // A Client's connection: 4 MiB unread at most (40 MB/s of upload at a
+            // 100 ms round trip); a tunnel's is raised to `tunnel_connection_window`.
+            h2: H2Settings {
+                connection_window: 4 << 20,
+                ..H2Settings::default()
+            },
             conn: ConnConfig::default(),
             handshake_timeout: Duration::from_secs(10),
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 1024,
             idle_timeout: Duration::from_secs(120),
             cert_identity: Default::default(),
             tunnel_connection_window: 256 << 20,

@@ -1190,6 +1190,57 @@ async fn connections_per_ip_are_limited(side: Side) {
 }
 both!(connections_per_ip_are_limited);
 
+/// 500 Clients from one address (a load test, a corporate NAT, a load balancer in
+/// front) at the default settings: each holds a connection of its own open, and every
+/// one of them is served.
+async fn five_hundred_clients_from_one_address_are_served_at_default_settings(side: Side) {
+    init_tracing();
+    let s = stack_on(side, config(), |_| {}).await;
+    assert_eq!(
+        ServerConfig::default().max_connections_per_ip,
+        config().max_connections_per_ip,
+        "the default limit"
+    );
+    let (addr, certs) = (s.public.addr, &s.certs);
+    // All connections open at once (the Listener's holds one more slot).
+    let clients = futures_util::future::join_all((0..500).map(|_| h1_client(addr, certs))).await;
+    let answers = futures_util::future::join_all(clients.into_iter().map(|mut c| async move {
+        let req = Request::get(format!("https://localhost:{}/proxy/app/hello", addr.port()))
+            .header("host", format!("localhost:{}", addr.port()))
+            .body(empty())
+            .unwrap();
+        let resp = timeout(Duration::from_secs(30), c.send_request(req))
+            .await
+            .map_err(|_| "no answer in 30 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| e.to_string())?;
+        // The connection stays open until every Client has its answer.
+        Ok::<_, String>((status, body.to_bytes(), c))
+    }))
+    .await;
+    let mut failed = Vec::new();
+    for a in &answers {
+        match a {
+            Ok((StatusCode::OK, body, _)) if &body[..] == b"hello from inside\n" => {}
+            Ok((status, body, _)) => failed.push(format!("{status} {body:?}")),
+            Err(e) => failed.push(e.clone()),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 500 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(s.public.server.metrics().limit_refusals.load(Relaxed), 0);
+    drop(answers);
+    assert_healthy(&s).await;
+}
+both!(five_hundred_clients_from_one_address_are_served_at_default_settings);
+
 /// Streams per connection (a Listener's session and its reverse conns, or a Client's
 /// requests) are bounded by `SETTINGS_MAX_CONCURRENT_STREAMS`: one more is refused
 /// (`REFUSED_STREAM`) and the others go on.
