@@ -108,6 +108,7 @@ fn parse_line(line: &[u8]) -> Result<ControlMessage, ProtocolError> {
         "conn-ready" => Command::ConnReady,
         "keep-alive" => Command::KeepAlive,
         "pickup-failed" => Command::PickupFailed,
+        "going-away" => Command::GoingAway,
         other => Command::Unknown(other.to_string()),
     };
     Ok(ControlMessage {
