@@ -6,41 +6,11 @@ use std::time::Duration;
 
 use common::*;
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    cert: String,
-    url: String,
-    server: Proc,
+fn server() -> PublicServer {
+    PublicServer::start("app right-token\n", &[])
 }
 
-fn server() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = write_file(dir.path(), "tokens.txt", "app right-token\n");
-    let cert = dir.path().join("server.crt").display().to_string();
-    let mut server = Proc::h2rev2(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--self-signed",
-            "--cert-out",
-            &cert,
-            "--tokens",
-            &tokens.display().to_string(),
-        ],
-        &[],
-    );
-    let public = server.wait_value_after("Serving on https://", Duration::from_secs(20));
-    Setup {
-        _dir: dir,
-        cert,
-        url: format!("https://{public}"),
-        server,
-    }
-}
-
-fn client(s: &Setup, token: Option<&str>, extra: &[&str]) -> Proc {
+fn client(s: &PublicServer, token: Option<&str>, extra: &[&str]) -> Proc {
     let internal = format!("http://127.0.0.1:{}", start_http());
     let mut args = vec![
         "client",
@@ -75,11 +45,11 @@ fn wrong_token_is_refused_with_a_clear_message_on_both_sides() {
         cerr.contains("h2rev2: error: the client stopped: gave up after 2 attempts"),
         "{cerr}"
     );
-    s.server.wait_for(
+    s.proc.wait_for(
         "revdial request refused: credentials not valid for this id",
         Duration::from_secs(5),
     );
-    let serr = s.server.stderr();
+    let serr = s.proc.stderr();
     assert!(
         serr.contains("id=app") && serr.contains("status=403"),
         "{serr}"
@@ -94,7 +64,7 @@ fn missing_token_is_refused_and_retried_until_fixed() {
     let mut c = client(&s, None, &[]);
     c.wait_for("HTTP 401", Duration::from_secs(20));
     assert!(c.stderr().contains("pass --token or set H2REV2_TOKEN"));
-    s.server.wait_for(
+    s.proc.wait_for(
         "revdial request refused: authentication required",
         Duration::from_secs(5),
     );

@@ -345,29 +345,17 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
 /// (`101 Switching Protocols`, like a WebSocket server would); its port.
 fn start_upgrade_echo() -> u16 {
     use std::io::Write;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let Some(head) = read_head(&mut s) else {
-                    return;
-                };
-                let head = head.to_ascii_lowercase();
-                if !head.contains("upgrade: echo") {
-                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
-                    return;
-                }
-                let _ = s.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n",
-                );
-                let mut r = s.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut s);
-            });
+    serve_heads(|head, s| {
+        if !head.to_ascii_lowercase().contains("upgrade: echo") {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+            return;
         }
-    });
-    port
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n",
+        );
+        let mut r = s.try_clone().unwrap();
+        let _ = std::io::copy(&mut r, s);
+    })
 }
 
 /// A Client (python's ssl module) asking `url`'s server to switch `path` to the echo
@@ -439,32 +427,21 @@ fn an_upgrade_reaches_the_id_through_a_replica_that_does_not_hold_it() {
 /// port.
 fn start_forwarded_for_echo() -> u16 {
     use std::io::Write;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let Some(head) = read_head(&mut s) else {
-                    return;
-                };
-                let xff = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("x-forwarded-for")
-                            .then(|| v.trim().to_string())
-                    })
-                    .unwrap_or_default();
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xff}",
-                    xff.len()
-                );
-            });
-        }
-    });
-    port
+    serve_heads(|head, s| {
+        let xff = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("x-forwarded-for")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xff}",
+            xff.len()
+        );
+    })
 }
 
 #[test]

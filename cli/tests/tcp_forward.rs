@@ -16,24 +16,10 @@ fn tcp_forwarding_carries_a_byte_stream_intact() {
     let tokens = write_file(dir.path(), "tokens.txt", "# id token\nssh t0ken\n");
     let cert = dir.path().join("server.crt").display().to_string();
     let tokens = tokens.display().to_string();
-    let mut server = Proc::h2rev2(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--self-signed",
-            "--cert-out",
-            &cert,
-            "--tokens",
-            &tokens,
-            "--tcp",
-            "127.0.0.1:0=ssh",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let mut args = self_signed_args(&cert);
+    args.extend(["--tokens", &tokens]);
+    args.extend(["--tcp", "127.0.0.1:0=ssh", "--metrics", "127.0.0.1:0"]);
+    let mut server = Proc::h2rev2("server", &args, &[]);
     let public = server.wait_value_after("Serving on https://", Duration::from_secs(20));
     let forward = server.wait_value_after("forwarding TCP ", Duration::from_secs(5));
     let metrics = server.wait_value_after("metrics on http://", Duration::from_secs(5));

@@ -30,8 +30,11 @@ use std::time::{Duration, Instant};
 
 use h2rev2_smol::proto::wire::DialerId;
 use h2rev2_smol::tls::{self, ServerTrust};
-use h2rev2_smol::{Listener, ListenerOptions, RevConn, Server, ServerConfig};
+use h2rev2_smol::{Listener, ListenerOptions, Server, ServerConfig};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "shared/status.rs"]
+mod status;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -86,64 +89,18 @@ async fn serve(listener: Listener, id: DialerId) -> Result<()> {
         let conn = listener.accept().await?;
         let (id, served) = (id.clone(), served.clone());
         smol::spawn(async move {
-            if let Err(e) = answer(conn, &id, started, &served).await {
+            let status = || {
+                let n = served.fetch_add(1, Relaxed) + 1;
+                format!(
+                    "{id}: up {}s, {n} requests served, from a smol program with no tokio runtime\n",
+                    started.elapsed().as_secs()
+                )
+            };
+            if let Err(e) = status::answer(conn, status).await {
                 eprintln!("connection ended: {e}");
             }
         })
         .detach();
-    }
-}
-
-/// Answers HTTP/1.1 requests on one conn (keep-alive, no request bodies) with a
-/// one-line status.
-async fn answer(
-    mut conn: RevConn,
-    id: &DialerId,
-    started: Instant,
-    served: &AtomicU64,
-) -> Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            if buf.len() > 16 << 10 {
-                return Err("request head too large".into());
-            }
-            let n = match conn.read(&mut chunk).await {
-                Ok(n) => n,
-                // An idle conn (a spare, or kept alive between requests) may be cut
-                // when the public server goes away: nothing was lost.
-                Err(_) if buf.is_empty() => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                conn.close().await?; // the client is done: end our side too
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let close = head.contains("\r\nconnection: close");
-        buf.drain(..end);
-        let n = served.fetch_add(1, Relaxed) + 1;
-        let body = format!(
-            "{id}: up {}s, {n} requests served, from a smol program with no tokio runtime\n",
-            started.elapsed().as_secs()
-        );
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{body}",
-            body.len(),
-            if close { "connection: close\r\n" } else { "" }
-        );
-        conn.write_all(resp.as_bytes()).await?;
-        conn.flush().await?;
-        if close {
-            conn.close().await?;
-            return Ok(());
-        }
     }
 }
 

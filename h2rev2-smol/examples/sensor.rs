@@ -15,8 +15,10 @@ use std::sync::Arc;
 
 use h2rev2_smol::proto::wire::DialerId;
 use h2rev2_smol::tls::{self, ServerTrust};
-use h2rev2_smol::{Connector, Listener, ListenerOptions, RevConn, Spawner};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use h2rev2_smol::{Connector, Listener, ListenerOptions, Spawner};
+
+#[path = "shared/status.rs"]
+mod status;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -43,46 +45,11 @@ fn main() -> Result<()> {
             let conn = listener.accept().await?;
             let id = id.clone();
             ex.spawn(async move {
-                if let Err(e) = answer(conn, &id).await {
+                if let Err(e) = status::answer(conn, || format!("{id}: ok\n")).await {
                     eprintln!("connection ended: {e}");
                 }
             })
             .detach();
         }
     }))
-}
-
-/// Answers the HTTP/1.1 requests of one reverse connection (keep-alive, no request
-/// bodies) with the id.
-async fn answer(mut conn: RevConn, id: &DialerId) -> Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            if buf.len() > 8 << 10 {
-                return Err("request head too large".into());
-            }
-            let n = match conn.read(&mut chunk).await {
-                Ok(n) => n,
-                Err(_) if buf.is_empty() => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                conn.close().await?;
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        buf.drain(..end);
-        let body = format!("{id}: ok\n");
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(resp.as_bytes()).await?;
-        conn.flush().await?;
-    }
 }

@@ -337,28 +337,44 @@ pub fn start_http() -> u16 {
 /// A tiny HTTP/1.1 server on 127.0.0.1 answering `{name} {path}`; returns its port.
 pub fn start_http_named(name: &str) -> u16 {
     let name = name.to_string();
+    serve_heads(move |head, s| {
+        let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+        let body = format!("{name} {path}\n");
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    })
+}
+
+/// A server on 127.0.0.1 that runs `on_conn` for each connection, on a thread of its
+/// own; its port.
+pub fn serve_each(on_conn: impl Fn(TcpStream) + Send + Sync + 'static) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
+    let on_conn = Arc::new(on_conn);
     std::thread::spawn(move || {
         for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let name = name.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let Some(head) = read_head(&mut s) else {
-                    return;
-                };
-                let path = head.split_whitespace().nth(1).unwrap_or("?").to_string();
-                let body = format!("{name} {path}\n");
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
+            let Ok(s) = s else { continue };
+            let on_conn = on_conn.clone();
+            std::thread::spawn(move || on_conn(s));
         }
     });
     port
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 ([`serve_each`]): `answer` gets each connection's
+/// first request head (read within 10 s) and the connection; its port.
+pub fn serve_heads(answer: impl Fn(String, &mut TcpStream) + Send + Sync + 'static) -> u16 {
+    serve_each(move |mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let Some(head) = read_head(&mut s) else {
+            return;
+        };
+        let _ = s.set_read_timeout(None);
+        answer(head, &mut s);
+    })
 }
 
 /// Reads a request's head (through the blank line, and nothing after it: an
@@ -377,19 +393,11 @@ pub fn read_head(s: &mut impl Read) -> Option<String> {
 
 /// A TCP echo server on 127.0.0.1; returns its port.
 pub fn start_echo() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut r = s.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut s);
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
+    serve_each(|mut s| {
+        let mut r = s.try_clone().unwrap();
+        let _ = std::io::copy(&mut r, &mut s);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    })
 }
 
 /// Writes `contents` to `dir/name`; returns the path.
@@ -423,16 +431,8 @@ impl PublicServer {
             .display()
             .to_string();
         let cert = dir.path().join("server.crt").display().to_string();
-        let mut args = vec![
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--self-signed",
-            "--cert-out",
-            &cert,
-            "--tokens",
-            &tokens,
-        ];
+        let mut args = self_signed_args(&cert);
+        args.extend(["--tokens", &tokens]);
         args.extend_from_slice(extra);
         let mut proc = Proc::h2rev2("server", &args, env);
         let public = proc.wait_value_after("Serving on https://", Duration::from_secs(20));
@@ -476,19 +476,25 @@ impl PublicServer {
     }
 }
 
-/// `h2rev2 server --listen 127.0.0.1:0 --self-signed --allow-anonymous` with its
-/// certificate written to `dir/s.crt`, plus `extra`; started, not waited for.
-pub fn anonymous_server(dir: &Path, extra: &[&str]) -> Proc {
-    let cert = dir.join("s.crt").display().to_string();
-    let mut args = vec![
+/// The first arguments of a test's public server: `server --listen 127.0.0.1:0
+/// --self-signed --cert-out CERT`.
+pub fn self_signed_args(cert: &str) -> Vec<&str> {
+    vec![
         "server",
         "--listen",
         "127.0.0.1:0",
         "--self-signed",
         "--cert-out",
-        &cert,
-        "--allow-anonymous",
-    ];
+        cert,
+    ]
+}
+
+/// `h2rev2 server --listen 127.0.0.1:0 --self-signed --allow-anonymous` with its
+/// certificate written to `dir/s.crt`, plus `extra`; started, not waited for.
+pub fn anonymous_server(dir: &Path, extra: &[&str]) -> Proc {
+    let cert = dir.join("s.crt").display().to_string();
+    let mut args = self_signed_args(&cert);
+    args.push("--allow-anonymous");
     args.extend_from_slice(extra);
     Proc::h2rev2("server", &args, &[])
 }
