@@ -259,15 +259,22 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
 
     // Redis stopped and restarted under load: a Client of r2 (which holds b) and one
     // of r3 (which forwards to it) send requests all along.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // 503s the forwarded Client got so far: Redis stays down until it saw one.
+    let unavailable = std::sync::Arc::new(AtomicUsize::new(0));
     let load = |r: &Replica, name: &str| {
         let (stop, ca, want) = (stop.clone(), ca.clone(), files[1].clone());
+        let unavailable = unavailable.clone();
         let url = format!("{}/proxy/b/data.bin", r.url);
         let out = d.join(format!("load-{name}.bin"));
         std::thread::spawn(move || {
             let mut codes = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Relaxed) {
                 let (code, got) = fetch(&ca, &url, &out);
+                if code == "503" {
+                    unavailable.fetch_add(1, Relaxed);
+                }
                 codes.push(if code == "200" && got != want {
                     "200 with a wrong body".to_string()
                 } else {
@@ -305,6 +312,16 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(code, "503");
+    // The forwarded Client meets the outage too before Redis comes back (only the
+    // local Client's requests go to replica 2).
+    let start = Instant::now();
+    while unavailable.load(Relaxed) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the forwarded Client never got 503"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Redis back: the cluster recovers by itself (registrations rewritten).
     let _redis = self::redis(redis_port);
     let took = until_ok(
@@ -316,7 +333,7 @@ fn three_replicas_on_redis_serve_every_id_and_survive_a_replica_and_redis() {
     );
     eprintln!("recovery: b served through r3 again {took:?} after Redis restarted");
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Relaxed);
     let (local, forwarded) = (local.join().unwrap(), forwarded.join().unwrap());
     // The local Client never noticed; the forwarded one got only 200s and quick 503s
     // (never a hang, a 502 or a wrong body), and 200s again at the end.
