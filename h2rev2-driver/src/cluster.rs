@@ -713,8 +713,7 @@ impl Cluster {
             Route::Unavailable => return Err("the cluster registry is unavailable".into()),
             Route::Nowhere | Route::Pending => return Err("no replica holds the id".into()),
         };
-        let (read, write) = tokio::io::split(tcp);
-        let mut read = Some(read);
+        let mut answered = None;
         for owner in &owners {
             let address = owner.address.trim_end_matches('/');
             let Ok(uri) = format!("{address}{proxy_path}").parse::<http::Uri>() else {
@@ -756,21 +755,24 @@ impl Cluster {
                     resp.status()
                 ));
             }
-            let Some(read) = read.take() else {
-                return Err("internal: the Client's side was used twice".into());
-            };
-            pump(&self.rt, read, tx);
-            return body_to(resp.into_body(), write)
-                .await
-                .map_err(|e| format!("the forwarded connection broke: {e}"));
+            answered = Some((resp, tx));
+            break;
         }
-        Err("no replica that holds the id could be reached".into())
+        let Some((resp, tx)) = answered else {
+            return Err("no replica that holds the id could be reached".into());
+        };
+        let (read, write) = tokio::io::split(tcp);
+        pump(&self.rt, read, tx);
+        body_to(resp.into_body(), write)
+            .await
+            .map_err(|e| format!("the forwarded connection broke: {e}"))
     }
 }
 
 /// Serves a TCP connection another replica forwards ([`TCP_HEADER`], on `id`'s proxy
-/// route): checks the cluster token, dials `id` on a local session and relays the request's body to the
-/// reverse connection and the reverse connection to the response's body.
+/// route): checks the cluster token, dials `id` on a local session and relays the
+/// request's body to the reverse connection and the reverse connection to the
+/// response's body.
 pub(crate) async fn serve_tcp(
     server: &crate::Server,
     req: Request<UpstreamBody>,

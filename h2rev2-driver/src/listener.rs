@@ -79,11 +79,6 @@ impl SpreadGroup {
             *n
         })
     }
-
-    /// How many sessions of the group are up on a named replica.
-    pub fn placed(&self) -> usize {
-        self.with(|(s, _)| s.placed())
-    }
 }
 
 impl fmt::Debug for ListenerOptions {
@@ -443,13 +438,13 @@ struct Shared {
 struct Driver {
     down_log: DownLog,
     machine: Machine,
-    opts: ListenerOptions,
     tx: mpsc::UnboundedSender<Internal>,
     generation: u64,
     h2: Option<SendRequest<Bytes>>,
     control: Option<SendStream<Bytes>>,
+    /// The options, the accept queue, the runtime and the connector, with the other
+    /// drivers of its Listener.
     shared: Shared,
-    accept_tx: async_channel::Sender<RevConn>,
     /// A successor took over: no reconnecting.
     retiring: bool,
     /// Whether its session is up and counted in [`Shared::up`].
@@ -459,8 +454,6 @@ struct Driver {
     /// Its last session was ended for landing on a replica another one of the group
     /// holds: the coming `Down` is no failure (logged at `info`).
     respreading: bool,
-    rt: Rt,
-    connector: Arc<dyn Connect>,
 }
 
 impl Driver {
@@ -470,18 +463,14 @@ impl Driver {
         let driver = Driver {
             down_log: DownLog::default(),
             machine: Machine::new(shared.opts.machine.clone(), seed),
-            opts: shared.opts.clone(),
             tx,
             generation: 0,
             h2: None,
             control: None,
-            accept_tx: shared.accept_tx.clone(),
             retiring: false,
             counted: false,
             member: shared.opts.spread.as_ref().map(SpreadGroup::member),
             respreading: false,
-            rt: shared.rt.clone(),
-            connector: shared.connector.clone(),
             shared: shared.clone(),
         };
         shared.rt.spawn(driver.run(rx));
@@ -495,7 +484,7 @@ impl Driver {
         if !self.drain() {
             return;
         }
-        let mut deadline = crate::runtime::Deadline::new(self.rt.clone());
+        let mut deadline = crate::runtime::Deadline::new(self.shared.rt.clone());
         loop {
             let sleep = deadline.until(self.machine.poll_timeout());
             tokio::select! {
@@ -509,7 +498,7 @@ impl Driver {
                         self.on_internal(Internal::Close);
                     }
                 }
-                _ = sleep => self.machine.handle_timeout(self.rt.now()),
+                _ = sleep => self.machine.handle_timeout(self.shared.rt.now()),
             }
             if !self.drain() {
                 return;
@@ -521,7 +510,7 @@ impl Driver {
     /// predecessor or successor of this one).
     fn session_ended(&mut self) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
-        if let (Some(group), Some(member)) = (&self.opts.spread, self.member) {
+        if let (Some(group), Some(member)) = (&self.shared.opts.spread, self.member) {
             group.with(|(s, _)| s.release(member));
         }
         if std::mem::take(&mut self.counted) {
@@ -531,7 +520,7 @@ impl Driver {
     }
 
     fn on_internal(&mut self, msg: Internal) {
-        let now = self.rt.now();
+        let now = self.shared.rt.now();
         let current = self.generation;
         let ev = match msg {
             Internal::Connected(g, h2) if g == current => {
@@ -542,11 +531,11 @@ impl Driver {
             Internal::Connected(..) => return,
             Internal::ConnectFailed(g, reason) if g == current => Event::ConnectFailed { reason },
             Internal::ControlAccepted(g, mut send, recv, replica) if g == current => {
-                if let (Some(group), Some(member)) = (&self.opts.spread, self.member) {
+                if let (Some(group), Some(member)) = (&self.shared.opts.spread, self.member) {
                     match group.with(|(s, _)| s.claim(member, replica.as_deref())) {
                         Claim::Distinct => {}
                         Claim::Kept { replica } => {
-                            info!(id = %self.opts.machine.id, %replica, "this connection shares its replica with another one of the Listener's (no other replica was reached)");
+                            info!(id = %self.shared.opts.machine.id, %replica, "this connection shares its replica with another one of the Listener's (no other replica was reached)");
                         }
                         Claim::Duplicate { replica } => {
                             // Connect again: the load balancer likely picks another.
@@ -565,7 +554,7 @@ impl Driver {
                     }
                 }
                 self.control = Some(send);
-                self.rt.spawn(read_control(g, recv, self.tx.clone()));
+                self.shared.rt.spawn(read_control(g, recv, self.tx.clone()));
                 Event::ControlAccepted
             }
             Internal::ControlRejected(g, status, reason) if g == current => {
@@ -625,16 +614,16 @@ impl Driver {
                     self.generation += 1;
                     let g = self.generation;
                     if self.down_log.retrying() {
-                        debug!(url = %self.opts.url, id = %self.opts.machine.id, "Listener connecting again");
+                        debug!(url = %self.shared.opts.url, id = %self.shared.opts.machine.id, "Listener connecting again");
                     } else {
-                        info!(url = %self.opts.url, id = %self.opts.machine.id, "Listener connecting");
+                        info!(url = %self.shared.opts.url, id = %self.shared.opts.machine.id, "Listener connecting");
                     }
-                    self.rt.spawn(connect(
+                    self.shared.rt.spawn(connect(
                         g,
-                        self.opts.clone(),
+                        self.shared.opts.clone(),
                         self.tx.clone(),
-                        self.rt.clone(),
-                        self.connector.clone(),
+                        self.shared.rt.clone(),
+                        self.shared.connector.clone(),
                     ));
                 }
                 Action::OpenControl { path_and_query } => {
@@ -642,7 +631,7 @@ impl Driver {
                     let req = self.request(&path_and_query);
                     let g = self.generation;
                     let tx = self.tx.clone();
-                    self.rt.spawn(async move {
+                    self.shared.rt.spawn(async move {
                         let msg = match open_control(h2, req).await {
                             Ok(m) => m(g),
                             Err(e) => Internal::Disconnected(g, e),
@@ -658,12 +647,12 @@ impl Driver {
                     let req = self.request(&path_and_query);
                     let g = self.generation;
                     let tx = self.tx.clone();
-                    let accept = self.accept_tx.clone();
-                    let conn_cfg = self.opts.conn;
-                    let label = self.opts.machine.id.to_string();
-                    let rt = self.rt.clone();
+                    let accept = self.shared.accept_tx.clone();
+                    let conn_cfg = self.shared.opts.conn;
+                    let label = self.shared.opts.machine.id.to_string();
+                    let rt = self.shared.rt.clone();
                     let go2022 = self.machine.wire() == Wire::Go2022;
-                    self.rt.spawn(async move {
+                    self.shared.rt.spawn(async move {
                         let msg = match open_data(h2, req).await {
                             Ok((send, recv)) => {
                                 let mut conn =
@@ -717,20 +706,20 @@ impl Driver {
                     }
                     let failed = self.down_log.up();
                     if failed > 0 {
-                        info!(id = %self.opts.machine.id, url = %self.opts.url, failed_attempts = failed, "Serving on Reverse connection (after {failed} failed attempts)");
+                        info!(id = %self.shared.opts.machine.id, url = %self.shared.opts.url, failed_attempts = failed, "Serving on Reverse connection (after {failed} failed attempts)");
                     } else {
-                        info!(id = %self.opts.machine.id, url = %self.opts.url, "Serving on Reverse connection");
+                        info!(id = %self.shared.opts.machine.id, url = %self.shared.opts.url, "Serving on Reverse connection");
                     }
                     let _ = self.shared.status.send(Status::Up);
                 }
                 Action::GoingAway if self.retiring => {}
                 Action::GoingAway => {
-                    info!(id = %self.opts.machine.id, url = %self.opts.url, "the public server is going away: opening a new session; this one serves until the server ends it");
+                    info!(id = %self.shared.opts.machine.id, url = %self.shared.opts.url, "the public server is going away: opening a new session; this one serves until the server ends it");
                     self.retiring = true;
                     Driver::start(self.shared.clone());
                 }
                 Action::Down { reason, .. } if self.retiring => {
-                    debug!(id = %self.opts.machine.id, "the session of a server that went away ended: {reason}");
+                    debug!(id = %self.shared.opts.machine.id, "the session of a server that went away ended: {reason}");
                     if !self.session_ended() {
                         let _ = self.shared.status.send(Status::Down(Some(reason)));
                     }
@@ -741,19 +730,22 @@ impl Driver {
                     if std::mem::take(&mut self.respreading) {
                         self.session_ended();
                         let next = format!("{:.1} s", retry_in.as_secs_f64());
-                        info!(id = %self.opts.machine.id, "{reason}; next attempt in {next}");
+                        info!(id = %self.shared.opts.machine.id, "{reason}; next attempt in {next}");
                         continue;
                     }
                     if self.session_ended() {
                         // A successor not up yet while its predecessor still serves:
                         // no outage.
                         let next = format!("{:.1} s", retry_in.as_secs_f64());
-                        info!(id = %self.opts.machine.id, "the new session is not up yet: {reason}; next attempt in {next} (the old one serves meanwhile)");
+                        info!(id = %self.shared.opts.machine.id, "the new session is not up yet: {reason}; next attempt in {next} (the old one serves meanwhile)");
                         continue;
                     }
-                    let id = &self.opts.machine.id;
+                    let id = &self.shared.opts.machine.id;
                     let next = format!("{:.1} s", retry_in.as_secs_f64());
-                    match self.down_log.down(self.rt.now(), &reason.to_string()) {
+                    match self
+                        .down_log
+                        .down(self.shared.rt.now(), &reason.to_string())
+                    {
                         DownLine::Warn { same_since: 0 } => {
                             warn!(%id, "reverse connection down: {reason}; next attempt in {next}");
                         }
@@ -780,17 +772,13 @@ impl Driver {
     }
 
     fn request(&self, path_and_query: &str) -> Request<()> {
-        let scheme = if self.opts.cleartext { "http" } else { "https" };
-        let authority = self
-            .opts
-            .url
-            .authority()
-            .map(|a| a.as_str())
-            .unwrap_or_default();
+        let opts = &self.shared.opts;
+        let scheme = if opts.cleartext { "http" } else { "https" };
+        let authority = opts.url.authority().map(|a| a.as_str()).unwrap_or_default();
         let mut b = Request::builder()
             .method("GET")
             .uri(format!("{scheme}://{authority}{path_and_query}"));
-        if let Some(t) = &self.opts.token {
+        if let Some(t) = &opts.token {
             b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         if self.machine.wire() == Wire::Go2022 {

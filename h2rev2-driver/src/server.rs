@@ -863,16 +863,17 @@ impl Server {
                             debug!(%peer, %id, error = %e, "TCP forward aborted");
                         }
                     }
-                    Err(DialError::NoSession) if this.inner.cluster.get().is_some() => {
+                    Err(e) => match (e, this.inner.cluster.get()) {
                         // Held by another replica of the cluster, maybe.
-                        let cluster = this.inner.cluster.get().cloned().expect("checked");
-                        let path = this.config().routes.proxy_path(&id);
-                        tcp_cluster(&cluster, &id, &path, peer, tcp).await;
-                    }
-                    Err(e) => {
-                        tcp.abort();
-                        info!(%peer, %id, error = %e, "TCP forward: dial failed");
-                    }
+                        (DialError::NoSession, Some(cluster)) => {
+                            let path = this.config().routes.proxy_path(&id);
+                            tcp_cluster(cluster, &id, &path, peer, tcp).await;
+                        }
+                        (e, _) => {
+                            tcp.abort();
+                            info!(%peer, %id, error = %e, "TCP forward: dial failed");
+                        }
+                    },
                 }
             });
         }

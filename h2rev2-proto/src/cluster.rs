@@ -273,11 +273,6 @@ impl Registry {
         self.held.contains_key(id)
     }
 
-    /// How many ids this replica holds.
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
     fn push(&mut self, waiting: Waiting, make: impl FnOnce(u64) -> Op) {
         let op = self.next_op;
         self.next_op += 1;
